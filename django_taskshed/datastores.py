@@ -1,0 +1,184 @@
+"""DjangoDataStore: the data access object over the ORM; each transactional step is one call."""
+
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+from typing import Any, TypeVar
+
+from asgiref.sync import sync_to_async
+from django.db import connections, transaction
+from django.db.models import Min, Q
+from django.utils import timezone
+
+from . import sql
+from .conf import taskshed_settings
+from .exceptions import InvalidTaskError
+from .models import ID_MAX_LENGTH, Task, TaskExecutionTime
+from .validation import aware_utc, check_identifier, task_row
+
+T = TypeVar("T")
+CHUNK = 5000
+
+
+class _AsyncTwin:
+    """``aname = _AsyncTwin()`` is ``name`` run through ``sync_to_async``."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.sync_name = name[1:]
+
+    def __get__(self, obj: Any, owner: type) -> Callable[..., Any]:
+        return sync_to_async(getattr(obj, self.sync_name))
+
+
+def chunks(items: list[T], size: int = CHUNK) -> Iterator[list[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def selector(task_ids: Iterable[str] | None, group_id: str | None) -> list[Q]:
+    """The rows named by an iterable of ``task_ids`` or by one ``group_id``, in parts.
+
+    Long id lists are split so that no query passes the database's parameter limit.
+    """
+    if task_ids is not None and group_id is not None:
+        raise ValueError("pass either task_ids or group_id, not both")
+    if group_id is not None:
+        check_identifier(group_id, "group_id", ID_MAX_LENGTH, None)
+        return [Q(group_id=group_id)]
+    if task_ids is None:
+        raise ValueError("pass task_ids (an iterable of task ids) or group_id; neither was given")
+    if isinstance(task_ids, str):
+        raise ValueError(f"task_ids must be an iterable of task ids, not the string {task_ids!r}")
+    return [Q(pk__in=part) for part in chunks(list(task_ids))]
+
+
+class DjangoDataStore:
+    """Stores tasks in the ``Task`` table of one database.
+
+    Args:
+        using: The database alias; defaults to ``TASKSHED["DATABASE"]``.
+    """
+
+    def __init__(self, using: str | None = None):
+        self._using = using
+
+    @property
+    def using(self) -> str:
+        return self._using or taskshed_settings.DATABASE
+
+    def tasks(self):  # type: ignore[no-untyped-def]
+        return Task.objects.using(self.using)
+
+    def add_tasks(self, tasks: Iterable[Task], *, replace_existing: bool = True) -> datetime | None:
+        """Write unsaved tasks in one transaction: all or nothing. Returns the earliest run_at."""
+        rows = self.rows(tasks)
+        if not rows:
+            return None
+        with transaction.atomic(using=self.using):
+            sql.insert_tasks(connections[self.using], rows, replace_existing)
+        return min(row[3] for row in rows)
+
+    def add_task(self, task: Task, *, replace_existing: bool = True) -> Task:
+        """Write one task and return it as stored (the existing row if not replaced)."""
+        (row,) = self.rows([task])
+        kept = sql.insert_task(connections[self.using], row, replace_existing)
+        if kept is None:
+            return self.tasks().get(pk=row[0])
+        return sql.task_from_row(row, kept, self.using)
+
+    def rows(self, tasks: Iterable[Task]) -> list[tuple[Any, ...]]:
+        """Validated rows, or InvalidTaskError naming the first bad task; nothing is written."""
+        now = timezone.now()
+        max_bytes = taskshed_settings.KWARGS_MAX_BYTES
+        rows = []
+        for task in tasks:
+            if not isinstance(task, Task):
+                raise InvalidTaskError(f"expected an unsaved Task, got {type(task).__name__}")
+            rows.append(task_row(task, now, max_bytes))
+        seen: set[str] = set()
+        for row in rows:
+            if row[0] in seen:
+                raise InvalidTaskError(
+                    "task_id appears twice in one batch", task_id=row[0], field="task_id"
+                )
+            seen.add(row[0])
+        return rows
+
+    def fetch_tasks(
+        self, task_ids: Iterable[str] | None = None, group_id: str | None = None
+    ) -> list[Task]:
+        """The tasks named, ordered by run_at."""
+        parts = selector(task_ids, group_id)
+        found = [task for part in parts for task in self.tasks().filter(part)]
+        return (
+            sorted(found, key=lambda task: (task.run_at, task.task_id)) if len(parts) > 1 else found
+        )
+
+    def next_run_at(self) -> datetime | None:
+        """The earliest run_at of a task that can run (not paused, not failed)."""
+        query = self.tasks().filter(paused=False, failed_at__isnull=True)
+        return query.aggregate(next=Min("run_at"))["next"]
+
+    def update_execution_times(self, times: Iterable[TaskExecutionTime]) -> datetime | None:
+        """Move tasks to new run_at values in one transaction. Returns the earliest."""
+        moved = {}
+        for item in times:
+            check_identifier(item.task_id, "task_id", ID_MAX_LENGTH, None)
+            moved[item.task_id] = aware_utc(item.run_at, task_id=item.task_id)
+        if not moved:
+            return None
+        now = timezone.now()
+        tasks = [Task(task_id=tid, run_at=run_at, updated_at=now) for tid, run_at in moved.items()]
+        with transaction.atomic(using=self.using):
+            self.tasks().bulk_update(tasks, ["run_at", "updated_at"], batch_size=500)
+        return min(moved.values())
+
+    def pause_tasks(
+        self, task_ids: Iterable[str] | None = None, group_id: str | None = None
+    ) -> int:
+        """Pause tasks not already paused, stamping ``paused_at``. Returns how many."""
+        now = timezone.now()
+        parts = selector(task_ids, group_id)
+        return self._update(parts, Q(paused=False), paused=True, paused_at=now, updated_at=now)
+
+    def resume_tasks(
+        self, task_ids: Iterable[str] | None = None, group_id: str | None = None
+    ) -> tuple[int, datetime | None]:
+        """Resume paused tasks. Returns how many, and the earliest run_at among them."""
+        parts = selector(task_ids, group_id)
+        with transaction.atomic(using=self.using):
+            found = [
+                self.tasks().filter(p, paused=True).aggregate(m=Min("run_at"))["m"] for p in parts
+            ]
+            count = self._update(
+                parts, Q(paused=True), paused=False, paused_at=None, updated_at=timezone.now()
+            )
+        return count, min((f for f in found if f is not None), default=None)
+
+    def remove_tasks(
+        self, task_ids: Iterable[str] | None = None, group_id: str | None = None
+    ) -> int:
+        """Delete tasks. Returns how many."""
+        with transaction.atomic(using=self.using):
+            return sum(self._delete(part) for part in selector(task_ids, group_id))
+
+    def remove_all_tasks(self) -> int:
+        """Delete every task. Returns how many."""
+        return self._delete(Q())
+
+    def _update(self, parts: list[Q], where: Q, **values: Any) -> int:
+        with transaction.atomic(using=self.using):
+            return sum(self.tasks().filter(part, where).update(**values) for part in parts)
+
+    def _delete(self, where: Q) -> int:
+        # A raw delete: one DELETE statement, no per-row collection.
+        return self.tasks().filter(where)._raw_delete(self.using)
+
+    aadd_tasks = _AsyncTwin()
+    aadd_task = _AsyncTwin()
+    afetch_tasks = _AsyncTwin()
+    anext_run_at = _AsyncTwin()
+    aupdate_execution_times = _AsyncTwin()
+    apause_tasks = _AsyncTwin()
+    aresume_tasks = _AsyncTwin()
+    aremove_tasks = _AsyncTwin()
+    aremove_all_tasks = _AsyncTwin()

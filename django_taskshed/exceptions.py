@@ -1,0 +1,25 @@
+"""Errors raised by django-taskshed's public API."""
+
+
+class TaskshedError(Exception):
+    """Base class of every django-taskshed error."""
+
+
+class InvalidTaskError(TaskshedError, ValueError):
+    """A task's definition is invalid; ``task_id`` and ``field`` name the culprit."""
+
+    def __init__(self, message: str, *, task_id: str | None = None, field: str | None = None):
+        self.task_id = task_id
+        self.field = field
+        prefix = f"task {task_id!r}: " if task_id else ""
+        super().__init__(prefix + message)
+
+
+class DuplicateCallbackError(TaskshedError, ValueError):
+    """A callback name is registered twice."""
+
+    def __init__(self, name: str, existing: str, new: str):
+        self.name = name
+        super().__init__(
+            f"callback name {name!r} is already registered to {existing}; cannot register {new}"
+        )

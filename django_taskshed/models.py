@@ -1,0 +1,125 @@
+"""The Task model: one row per scheduled task, and the small records beside it."""
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db import models
+
+ID_MAX_LENGTH = 255
+CALLBACK_MAX_LENGTH = 200
+
+
+def new_task_id() -> str:
+    """A fresh task id: a uuid4 in hex."""
+    return uuid.uuid4().hex
+
+
+class JSONIsObject(models.Func):
+    """SQL condition: the JSON value in ``expression`` is an object, on every backend."""
+
+    output_field = models.BooleanField()
+    conditional = True
+    function = "json_type"
+    template = "json_type(%(expressions)s) = 'object'"
+
+    def as_postgresql(self, compiler, connection, **extra):  # type: ignore[no-untyped-def]
+        return self.as_sql(
+            compiler, connection, template="jsonb_typeof(%(expressions)s) = 'object'"
+        )
+
+    def as_mysql(self, compiler, connection, **extra):  # type: ignore[no-untyped-def]
+        return self.as_sql(compiler, connection, template="JSON_TYPE(%(expressions)s) = 'OBJECT'")
+
+
+class RunType(models.TextChoices):
+    ONCE = "once", "once"
+    RECURRING = "recurring", "recurring"
+
+
+class Task(models.Model):
+    """A scheduled task: what to run (a registered callback name and its kwargs) and when.
+
+    ``run_at`` is the next occurrence, stored in UTC. The lease fields belong to the worker
+    that currently runs the task; the attempt and error fields record what happened.
+    """
+
+    task_id = models.CharField(primary_key=True, max_length=ID_MAX_LENGTH, default=new_task_id)
+    callback = models.CharField(max_length=CALLBACK_MAX_LENGTH)
+    kwargs = models.JSONField(default=dict, blank=True)
+    run_at = models.DateTimeField()
+    run_type = models.CharField(max_length=10, choices=RunType.choices, default=RunType.ONCE)
+    interval = models.DurationField(null=True, blank=True)
+    # None, not "", means "no group" / "no lease", as in TaskShed.
+    group_id = models.CharField(max_length=ID_MAX_LENGTH, null=True, blank=True, db_index=True)  # noqa: DJ001
+    paused = models.BooleanField(default=False)
+    paused_at = models.DateTimeField(null=True, blank=True)
+    coalesce = models.BooleanField(default=True)
+    max_retries = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Retries after a failure; empty uses TASKSHED['MAX_RETRIES'].",
+    )
+    timeout = models.DurationField(
+        null=True, blank=True, help_text="Longest a run may take; empty uses TASKSHED['TIMEOUT']."
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    lease_owner = models.CharField(max_length=ID_MAX_LENGTH, null=True, blank=True)  # noqa: DJ001
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    claim_token = models.CharField(max_length=32, null=True, blank=True)  # noqa: DJ001
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="", help_text="The last failure, one line.")
+    last_traceback = models.TextField(blank=True, default="")
+    failed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["run_at", "task_id"]
+        indexes = [
+            # The due query: paused = false AND failed_at IS NULL AND run_at <= now.
+            models.Index(fields=["paused", "failed_at", "run_at"], name="taskshed_due_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(run_type__in=RunType.values), name="taskshed_run_type_valid"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(run_type=RunType.ONCE) | models.Q(interval__gt=timedelta(0)),
+                name="taskshed_recurring_has_interval",
+            ),
+            models.CheckConstraint(condition=JSONIsObject("kwargs"), name="taskshed_kwargs_object"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_id} ({self.callback})"
+
+    def __repr__(self) -> str:
+        return f"<Task {self.task_id!r} {self.callback!r} run_at={self.run_at!r}>"
+
+
+class WorkerRecord(models.Model):
+    """A live ``runtaskworker`` process, kept fresh by its heartbeat so the admin can show it."""
+
+    worker_id = models.CharField(primary_key=True, max_length=ID_MAX_LENGTH)
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    heartbeat_at = models.DateTimeField(db_index=True)
+    callbacks = models.JSONField(default=list, blank=True)
+    running = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["worker_id"]
+        verbose_name = "worker"
+
+    def __str__(self) -> str:
+        return f"{self.worker_id} ({self.hostname}:{self.pid})"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskExecutionTime:
+    """A task's new next occurrence, for ``update_execution_times()``."""
+
+    task_id: str
+    run_at: datetime

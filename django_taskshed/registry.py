@@ -1,0 +1,82 @@
+"""The callback registry: names that workers may run, and nothing else."""
+
+from collections.abc import Callable
+from typing import Any, overload
+
+from django.utils.module_loading import import_string
+
+from .conf import taskshed_settings
+
+_decorated: dict[str, Callable[..., Any]] = {}
+_conflicts: list[str] = []
+
+
+def _describe(func: Callable[..., Any]) -> str:
+    return f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', repr(func))}"
+
+
+def _add(name: str, func: Callable[..., Any]) -> None:
+    existing = _decorated.get(name)
+    if existing is not None and existing is not func:
+        twice = f"{_describe(existing)} and {_describe(func)}"
+        _conflicts.append(f"callback name {name!r} is registered twice: {twice}")
+        return
+    _decorated[name] = func
+
+
+@overload
+def register_callback(name: Callable[..., Any]) -> Callable[..., Any]: ...
+@overload
+def register_callback(
+    name: str | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]: ...
+def register_callback(name=None):  # type: ignore[no-untyped-def]
+    """Register a function as a task callback.
+
+    Use as ``@register_callback`` (the name is the function's ``__name__``) or
+    ``@register_callback("name")``. A name registered twice is reported by
+    ``manage.py check``.
+    """
+    if callable(name):
+        _add(name.__name__, name)
+        return name
+    if name is not None and (not isinstance(name, str) or not name):
+        raise TypeError(f"register_callback() name must be a non-empty string, not {name!r}")
+
+    def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
+        _add(name or func.__name__, func)
+        return func
+
+    return decorator
+
+
+def registry_errors() -> list[str]:
+    """Every problem with the registered callbacks, one message each."""
+    errors = list(_conflicts)
+    for name, path in _settings_callbacks().items():
+        try:
+            func = import_string(path)
+        except ImportError as exc:
+            errors.append(f"TASKSHED['CALLBACKS'][{name!r}] = {path!r} cannot be imported: {exc}")
+            continue
+        if not callable(func):
+            errors.append(f"TASKSHED['CALLBACKS'][{name!r}] = {path!r} is not callable")
+        elif name in _decorated and _decorated[name] is not func:
+            errors.append(
+                f"callback name {name!r} is registered twice: TASKSHED['CALLBACKS'] "
+                f"({path}) and {_describe(_decorated[name])}"
+            )
+    return errors
+
+
+def get_callbacks() -> dict[str, Callable[..., Any]]:
+    """Name -> callable for every registered callback (settings, then decorators)."""
+    callbacks = {name: import_string(path) for name, path in _settings_callbacks().items()}
+    for name, func in _decorated.items():
+        callbacks.setdefault(name, func)
+    return callbacks
+
+
+def _settings_callbacks() -> dict[str, str]:
+    value = taskshed_settings.CALLBACKS
+    return value if isinstance(value, dict) else {}

@@ -1,0 +1,150 @@
+"""Hand-written SQL for the hot paths (bulk and single upserts), one dialect per vendor."""
+
+import json
+from typing import Any
+
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.utils.duration import duration_microseconds
+
+from .models import Task
+
+INSERT_COLUMNS = (
+    "task_id", "callback", "kwargs", "run_at", "run_type", "interval", "group_id", "paused",
+    "paused_at", "coalesce", "max_retries", "timeout", "created_at", "updated_at",
+)  # fmt: skip
+CONSTANT_COLUMNS = {
+    "attempts": "0",
+    "lease_owner": "NULL",
+    "lease_expires_at": "NULL",
+    "claim_token": "NULL",
+    "last_run_at": "NULL",
+    "last_error": "''",
+    "last_traceback": "''",
+    "failed_at": "NULL",
+}
+# On replace, the definition is rewritten and the failure state cleared; the lease and
+# created_at stay with the row.
+REPLACED_COLUMNS = [c for c in INSERT_COLUMNS if c not in ("task_id", "created_at")]
+RESET_ON_REPLACE = {"attempts": "0", "failed_at": "NULL"}
+# What an upsert does not decide itself: read back with RETURNING for the instance it returns.
+KEPT_COLUMNS = (
+    "created_at",
+    "lease_owner",
+    "lease_expires_at",
+    "claim_token",
+    "last_run_at",
+    "last_error",
+)
+KEPT_DATETIMES = ("created_at", "lease_expires_at", "last_run_at")
+DATETIME_POSITIONS = (3, 8, 12, 13)
+# PostgreSQL inserts a batch as one statement over arrays, one per column (unnest).
+PG_ARRAY_TYPES = (
+    "text", "text", "jsonb", "timestamptz", "text", "interval", "text", "bool",
+    "timestamptz", "bool", "int4", "interval", "timestamptz", "timestamptz",
+)  # fmt: skip
+DURATION_POSITIONS = (5, 11)
+
+
+def insert_sql(connection: BaseDatabaseWrapper, replace_existing: bool, returning: bool) -> str:
+    """``INSERT`` of one row of ``INSERT_COLUMNS`` that replaces or keeps an existing task_id."""
+    qn = connection.ops.quote_name
+    columns = [*INSERT_COLUMNS, *CONSTANT_COLUMNS]
+    placeholders = ["%s"] * len(INSERT_COLUMNS) + list(CONSTANT_COLUMNS.values())
+    if connection.vendor == "postgresql":
+        placeholders[INSERT_COLUMNS.index("kwargs")] = "%s::jsonb"
+    statement = (
+        f"INSERT INTO {qn(Task._meta.db_table)} ({', '.join(map(qn, columns))}) "
+        f"VALUES ({', '.join(placeholders)}) {conflict_clause(connection, replace_existing)}"
+    )
+    if returning:
+        statement += " RETURNING " + ", ".join(map(qn, KEPT_COLUMNS))
+    return statement
+
+
+def unnest_insert_sql(connection: BaseDatabaseWrapper, replace_existing: bool) -> str:
+    """PostgreSQL: ``INSERT ... SELECT FROM unnest(array per column)``, one statement a batch."""
+    qn = connection.ops.quote_name
+    columns = ", ".join(map(qn, [*INSERT_COLUMNS, *CONSTANT_COLUMNS]))
+    arrays = ", ".join(f"%s::{kind}[]" for kind in PG_ARRAY_TYPES)
+    return (
+        f"INSERT INTO {qn(Task._meta.db_table)} ({columns}) "
+        f"SELECT *, {', '.join(CONSTANT_COLUMNS.values())} FROM unnest({arrays}) "
+        f"{conflict_clause(connection, replace_existing)}"
+    )
+
+
+def conflict_clause(connection: BaseDatabaseWrapper, replace_existing: bool) -> str:
+    qn = connection.ops.quote_name
+    if connection.vendor == "mysql":
+        if not replace_existing:
+            return f"ON DUPLICATE KEY UPDATE {qn('task_id')} = {qn('task_id')}"
+        sets = [f"{qn(c)} = VALUES({qn(c)})" for c in REPLACED_COLUMNS]
+        sets += [f"{qn(c)} = {v}" for c, v in RESET_ON_REPLACE.items()]
+        return "ON DUPLICATE KEY UPDATE " + ", ".join(sets)
+    if not replace_existing:
+        return f"ON CONFLICT ({qn('task_id')}) DO NOTHING"
+    sets = [f"{qn(c)} = EXCLUDED.{qn(c)}" for c in REPLACED_COLUMNS]
+    sets += [f"{qn(c)} = {v}" for c, v in RESET_ON_REPLACE.items()]
+    return f"ON CONFLICT ({qn('task_id')}) DO UPDATE SET " + ", ".join(sets)
+
+
+def adapt_rows(connection: BaseDatabaseWrapper, rows: list[tuple[Any, ...]]) -> list[Any]:
+    """Rows as the driver takes them: PostgreSQL takes them as they are."""
+    if connection.vendor == "postgresql":
+        return rows
+    adapt_datetime = connection.ops.adapt_datetimefield_value
+    adapted = []
+    for row in rows:
+        values = list(row)
+        for i in DATETIME_POSITIONS:
+            values[i] = adapt_datetime(values[i])
+        for i in DURATION_POSITIONS:
+            if values[i] is not None:
+                values[i] = duration_microseconds(values[i])
+        adapted.append(values)
+    return adapted
+
+
+def insert_tasks(
+    connection: BaseDatabaseWrapper, rows: list[tuple[Any, ...]], replace_existing: bool
+) -> None:
+    """Insert many rows; the caller holds the transaction."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                unnest_insert_sql(connection, replace_existing),
+                [list(c) for c in zip(*rows, strict=True)],
+            )
+        else:
+            statement = insert_sql(connection, replace_existing, returning=False)
+            cursor.executemany(statement, adapt_rows(connection, rows))
+
+
+def insert_task(
+    connection: BaseDatabaseWrapper, row: tuple[Any, ...], replace_existing: bool
+) -> dict[str, Any] | None:
+    """Insert one row and return its ``KEPT_COLUMNS``, or None where that needs another read."""
+    returning = connection.features.can_return_columns_from_insert
+    with connection.cursor() as cursor:
+        cursor.execute(
+            insert_sql(connection, replace_existing, returning), adapt_rows(connection, [row])[0]
+        )
+        found = cursor.fetchone() if returning else None
+    if found is None:
+        return None
+    kept = dict(zip(KEPT_COLUMNS, found, strict=True))
+    if connection.vendor != "postgresql":
+        for name in KEPT_DATETIMES:
+            kept[name] = connection.ops.convert_datetimefield_value(kept[name], None, connection)
+    return kept
+
+
+def task_from_row(row: tuple[Any, ...], kept: dict[str, Any], using: str) -> Task:
+    """The Task instance a freshly written row stands for."""
+    values = dict(zip(INSERT_COLUMNS, row, strict=True))
+    values["kwargs"] = json.loads(values["kwargs"])
+    values.update(kept)
+    task = Task(**values)
+    task._state.adding = False
+    task._state.db = using
+    return task

@@ -1,0 +1,153 @@
+"""Checks a task definition and brings it to its stored form, or names what is wrong."""
+
+import json
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
+from typing import Any
+
+from django.utils import timezone
+
+from .conf import taskshed_settings
+from .exceptions import InvalidTaskError
+from .models import CALLBACK_MAX_LENGTH, ID_MAX_LENGTH, RunType
+
+RUN_TYPES = frozenset(RunType.values)
+
+
+def aware_utc(value: Any, *, task_id: str | None = None, field: str = "run_at") -> datetime:
+    """``value`` as an aware UTC datetime; a naive one is read in the current time zone."""
+    if not isinstance(value, datetime):
+        raise InvalidTaskError(
+            f"{field} must be a datetime, not {type(value).__name__}", task_id=task_id, field=field
+        )
+    if value.tzinfo is None or value.utcoffset() is None:
+        value = timezone.make_aware(value, timezone.get_current_timezone())
+    return value.astimezone(dt_timezone.utc)
+
+
+def check_identifier(value: Any, field: str, max_length: int, task_id: str | None) -> None:
+    """A task_id, group_id or callback name: a non-empty string of at most ``max_length``."""
+    if type(value) is not str:
+        raise InvalidTaskError(
+            f"{field} must be a string, not {type(value).__name__}", task_id=task_id, field=field
+        )
+    if not value or len(value) > max_length:
+        raise InvalidTaskError(
+            f"{field} must be 1 to {max_length} characters long, got {len(value)}",
+            task_id=task_id,
+            field=field,
+        )
+
+
+def kwargs_to_json(kwargs: Any, task_id: str | None = None, max_bytes: int | None = None) -> str:
+    """``kwargs`` as JSON text; it must be a dict with string keys and JSON-serialisable values."""
+    if kwargs is None:
+        return "{}"
+    if not isinstance(kwargs, dict):
+        raise InvalidTaskError(
+            f"kwargs must be a dict, not {type(kwargs).__name__}", task_id=task_id, field="kwargs"
+        )
+    try:
+        text = json.dumps(kwargs, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise InvalidTaskError(
+            f"kwargs {_offending_key(kwargs)} is not JSON-serialisable ({exc})",
+            task_id=task_id,
+            field="kwargs",
+        ) from None
+    for key in kwargs:
+        if type(key) is not str:
+            raise InvalidTaskError(
+                f"kwargs keys must be strings, got {key!r}", task_id=task_id, field="kwargs"
+            )
+    max_bytes = taskshed_settings.KWARGS_MAX_BYTES if max_bytes is None else max_bytes
+    if len(text) > max_bytes and len(text.encode()) > max_bytes:
+        raise InvalidTaskError(
+            f"kwargs is {len(text.encode())} bytes as JSON, over the limit of {max_bytes} "
+            "(TASKSHED['KWARGS_MAX_BYTES'])",
+            task_id=task_id,
+            field="kwargs",
+        )
+    return text
+
+
+def _offending_key(kwargs: dict[Any, Any]) -> str:
+    for key, value in kwargs.items():
+        try:
+            json.dumps({"k": value}, allow_nan=False)
+        except (TypeError, ValueError):
+            return f"key {key!r} ({type(value).__name__})"
+    return "(a key)"
+
+
+def check_schedule(run_type: Any, interval: Any, task_id: str | None) -> None:
+    """``run_type`` is known; a recurring task has a positive ``interval``, a one-off none."""
+    if run_type not in RUN_TYPES:
+        raise InvalidTaskError(
+            f"run_type must be 'once' or 'recurring', not {run_type!r}",
+            task_id=task_id,
+            field="run_type",
+        )
+    if run_type == RunType.RECURRING:
+        if not isinstance(interval, timedelta) or interval <= timedelta(0):
+            raise InvalidTaskError(
+                f"a recurring task needs a positive timedelta interval, got {interval!r}",
+                task_id=task_id,
+                field="interval",
+            )
+    elif interval is not None:
+        raise InvalidTaskError(
+            "interval is only for recurring tasks; pass run_type='recurring'",
+            task_id=task_id,
+            field="interval",
+        )
+
+
+def check_optional(value: Any, field: str, kind: type, task_id: str | None) -> None:
+    """``value`` is None or a non-negative ``kind`` (an int or a timedelta)."""
+    if value is None:
+        return
+    if type(value) is not kind or value < kind():
+        raise InvalidTaskError(
+            f"{field} must be None or a non-negative {kind.__name__}, got {value!r}",
+            task_id=task_id,
+            field=field,
+        )
+
+
+def check_flag(value: Any, field: str, task_id: str | None) -> None:
+    if type(value) is not bool:
+        raise InvalidTaskError(
+            f"{field} must be True or False, got {value!r}", task_id=task_id, field=field
+        )
+
+
+def task_row(task: Any, now: datetime, max_bytes: int) -> tuple[Any, ...]:
+    """The stored values of an unsaved Task, in ``datastores.INSERT_COLUMNS`` order."""
+    task_id = task.task_id
+    check_identifier(task_id, "task_id", ID_MAX_LENGTH, None)
+    check_identifier(task.callback, "callback", CALLBACK_MAX_LENGTH, task_id)
+    if task.group_id is not None:
+        check_identifier(task.group_id, "group_id", ID_MAX_LENGTH, task_id)
+    check_schedule(task.run_type, task.interval, task_id)
+    check_flag(task.paused, "paused", task_id)
+    check_flag(task.coalesce, "coalesce", task_id)
+    check_optional(task.max_retries, "max_retries", int, task_id)
+    check_optional(task.timeout, "timeout", timedelta, task_id)
+    run_at = now if task.run_at is None else aware_utc(task.run_at, task_id=task_id)
+    return (
+        task_id,
+        task.callback,
+        kwargs_to_json(task.kwargs, task_id, max_bytes),
+        run_at,
+        task.run_type,
+        task.interval,
+        task.group_id,
+        task.paused,
+        now if task.paused else None,
+        task.coalesce,
+        task.max_retries,
+        task.timeout,
+        now,
+        now,
+    )
