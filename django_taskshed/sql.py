@@ -124,7 +124,8 @@ def insert_task(
     connection: BaseDatabaseWrapper, row: tuple[Any, ...], replace_existing: bool
 ) -> dict[str, Any] | None:
     """Insert one row and return its ``KEPT_COLUMNS``, or None where that needs another read."""
-    returning = connection.features.can_return_columns_from_insert
+    # MariaDB's RETURNING also answers for the row ON DUPLICATE KEY left alone: read it back.
+    returning = connection.vendor != "mysql" and connection.features.can_return_columns_from_insert
     with connection.cursor() as cursor:
         cursor.execute(
             insert_sql(connection, replace_existing, returning), adapt_rows(connection, [row])[0]

@@ -1,0 +1,253 @@
+"""Suite-wide checks: the servers named by DATABASE_URL / REDIS_URL must answer.
+
+With ``TASKSHED_REQUIRE_SERVICES=1`` (set by ``scripts/test`` and CI) an unreachable server
+ends the run with a non-zero exit before any test runs. Without it the run goes on and the
+header says loudly which server is missing; tests that need Redis use the ``redis_url``
+fixture, which then skips them with that reason.
+
+Shared fixtures: ``scheduler`` runs a test with each scheduler (the sync one awaited through
+``sync_to_async``), ``fake_worker`` stands in for an in-process worker, ``sent`` records
+group notifications, and async tests close the sync thread's connections when they end.
+"""
+
+import inspect
+import os
+import shutil
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+DEFAULT_PORTS = {"postgres": 5432, "postgresql": 5432, "pgsql": 5432, "mysql": 3306, "redis": 6379}
+CONNECT_TIMEOUT = 3.0
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """What a probe of one server found."""
+
+    name: str
+    url: str
+    error: str | None  # None when the server answered
+
+
+def _address(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.split("+")[0]
+    return parts.hostname or "127.0.0.1", parts.port or DEFAULT_PORTS.get(scheme, 0)
+
+
+def _probe_tcp(url: str, greeting: bytes = b"", expect: bytes = b"") -> str | None:
+    host, port = _address(url)
+    try:
+        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT) as sock:
+            if greeting:
+                sock.sendall(greeting)
+                reply = sock.recv(64)
+                if not reply.startswith(expect):
+                    return f"{host}:{port} answered {reply!r}, expected {expect!r}"
+    except OSError as exc:
+        return f"cannot connect to {host}:{port}: {exc}"
+    return None
+
+
+def _probe_database(url: str) -> str | None:
+    if urlsplit(url).scheme.startswith("sqlite"):
+        return None
+    if not urlsplit(url).hostname:
+        return None  # a Unix socket: the driver reports it when the suite connects
+    return _probe_tcp(url)
+
+
+def _probe_redis(url: str) -> str | None:
+    return _probe_tcp(url, greeting=b"PING\r\n", expect=b"+PONG")
+
+
+def _probe_services() -> list[ServiceStatus]:
+    statuses = []
+    if database_url := os.environ.get("DATABASE_URL"):
+        statuses.append(ServiceStatus("database", database_url, _probe_database(database_url)))
+    if redis_url := os.environ.get("REDIS_URL"):
+        statuses.append(ServiceStatus("redis", redis_url, _probe_redis(redis_url)))
+    return statuses
+
+
+def _services_required() -> bool:
+    return os.environ.get("TASKSHED_REQUIRE_SERVICES", "") not in ("", "0", "false", "no")
+
+
+services_key = pytest.StashKey[list[ServiceStatus]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[services_key] = _probe_services()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    layer = settings.CHANNEL_LAYERS["default"]["BACKEND"]
+    lines = [f"taskshed: database {database['ENGINE']} ({database['NAME']}), layer {layer}"]
+    for status in config.stash[services_key]:
+        state = "reachable" if status.error is None else f"UNREACHABLE: {status.error}"
+        lines.append(f"taskshed: {status.name} at {status.url} {state}")
+    return lines
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    missing = [s for s in session.config.stash[services_key] if s.error is not None]
+    if missing and _services_required():
+        details = "; ".join(f"{s.name} at {s.url}: {s.error}" for s in missing)
+        pytest.exit(
+            f"TASKSHED_REQUIRE_SERVICES is set and a server cannot be reached: {details}",
+            returncode=3,
+        )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    from django.conf import settings
+
+    if getattr(settings, "TEST_TMPDIR_OWNED", False):
+        shutil.rmtree(settings.TEST_TMPDIR, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_url(pytestconfig: pytest.Config) -> str:
+    """The Redis URL the suite runs against; skips (or fails, when required) without one."""
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        pytest.skip("REDIS_URL is not set: this test needs a Redis server")
+    status = next(s for s in pytestconfig.stash[services_key] if s.name == "redis")
+    if status.error is not None:
+        message = f"Redis at {url} is UNREACHABLE: {status.error}"
+        if _services_required():
+            pytest.fail(message)
+        pytest.skip(message)
+    return url
+
+
+# --- Database connections of asgiref's sync thread -------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _close_sync_thread_connections(request: pytest.FixtureRequest):
+    """After an async test, close the database connections of asgiref's sync thread.
+
+    Under pytest-asyncio, ``sync_to_async`` runs every thread-sensitive call on one shared
+    executor thread with its own connection. Left open, it outlives the test and PostgreSQL
+    refuses to drop the test database at the end ("being accessed by other users").
+    """
+    yield
+    if inspect.iscoroutinefunction(request.function):
+        from asgiref.sync import SyncToAsync
+        from django.db import connections
+
+        SyncToAsync.single_thread_executor.submit(connections.close_all).result()
+
+
+# --- Schedulers ------------------------------------------------------------------------------
+
+SCHEDULER_METHODS = (
+    "start",
+    "shutdown",
+    "add_task",
+    "add_tasks",
+    "fetch_tasks",
+    "pause_tasks",
+    "resume_tasks",
+    "remove_tasks",
+    "update_execution_times",
+    "add_callback",
+)
+
+
+class AwaitedSyncScheduler:
+    """A ``SyncScheduler`` that async tests drive like an ``AsyncScheduler``.
+
+    Each public method runs through ``sync_to_async`` on Django's sync thread, as sync code
+    would call it; everything else (``datastore``, ``worker``, ``started``) reads through.
+    """
+
+    def __init__(self, scheduler: Any):
+        self.wrapped = scheduler
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self.wrapped, name)
+        if name in SCHEDULER_METHODS:
+            from asgiref.sync import sync_to_async
+
+            return sync_to_async(value)
+        return value
+
+
+class FakeWorker:
+    """Stands in for an in-process worker: records wake-ups and callbacks."""
+
+    def __init__(self) -> None:
+        self.callbacks: dict[str, Any] = {}
+        self.wakeups: list[Any] = []
+
+    def add_callback(self, name: str, callback: Any) -> None:
+        if name in self.callbacks:
+            raise ValueError(f"callback name {name!r} is already registered")
+        self.callbacks[name] = callback
+
+    def update_schedule(self, run_at: Any = None) -> None:
+        self.wakeups.append(run_at)
+
+
+def build_scheduler(kind: str, **options: Any) -> Any:
+    """An ``AsyncScheduler`` or an awaited ``SyncScheduler`` built with ``options``."""
+    from django_taskshed.schedulers import AsyncScheduler, SyncScheduler
+
+    if kind == "async":
+        return AsyncScheduler(**options)
+    return AwaitedSyncScheduler(SyncScheduler(**options))
+
+
+@pytest.fixture(params=["async", "sync"])
+def scheduler_kind(request: pytest.FixtureRequest) -> str:
+    """Runs a test once with each scheduler."""
+    return request.param
+
+
+@pytest.fixture
+def make_scheduler(scheduler_kind: str) -> Callable[..., Any]:
+    """Builds this test's kind of scheduler: ``make_scheduler(worker=..., datastore=...)``."""
+    return partial(build_scheduler, scheduler_kind)
+
+
+@pytest.fixture
+def scheduler(make_scheduler: Callable[..., Any]) -> Any:
+    """An ``AsyncScheduler``, or a ``SyncScheduler`` awaited through ``sync_to_async``."""
+    return make_scheduler()
+
+
+@pytest.fixture
+def fake_worker() -> FakeWorker:
+    return FakeWorker()
+
+
+# --- Notifications ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The ``run_at`` hint of every group notification sent during the test, in order.
+
+    Both schedulers reach the channel layer through ``notifications.asend_changed``.
+    """
+    from django_taskshed import notifications
+
+    calls: list[Any] = []
+
+    async def record(run_at: Any) -> None:
+        calls.append(run_at)
+
+    monkeypatch.setattr(notifications, "asend_changed", record)
+    return calls

@@ -1,0 +1,120 @@
+"""Django settings for the test suite, chosen by environment.
+
+``DATABASE_URL`` (parsed by dj-database-url) selects the database; unset means an SQLite
+file. ``REDIS_URL`` selects channels_redis; unset means the in-memory channel layer.
+The SQLite file lives in ``TASKSHED_TEST_TMPDIR`` (created once, then inherited through the
+environment) so that ``runtaskworker`` subprocesses started by the tests share it.
+"""
+
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+import dj_database_url
+
+SECRET_KEY = "django-taskshed-tests-not-secret"
+DEBUG = False
+ALLOWED_HOSTS = ["*"]
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.admin",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "channels",
+    "django_taskshed",
+    "tests.testapp",
+]
+
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+
+ROOT_URLCONF = "tests.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+USE_TZ = True
+TIME_ZONE = "Europe/Paris"  # not UTC, so tests of naive datetimes mean something
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+STATIC_URL = "/static/"
+
+# True in the process that made the directory (conftest removes it at the end of the run).
+TEST_TMPDIR_OWNED = "TASKSHED_TEST_TMPDIR" not in os.environ
+TEST_TMPDIR = Path(
+    os.environ.get("TASKSHED_TEST_TMPDIR") or tempfile.mkdtemp(prefix="taskshed-tests-")
+)
+os.environ["TASKSHED_TEST_TMPDIR"] = str(TEST_TMPDIR)
+TEST_TMPDIR.mkdir(parents=True, exist_ok=True)
+
+
+def _database_from_env() -> dict:
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(TEST_TMPDIR / "db.sqlite3"),
+            "TEST": {"NAME": str(TEST_TMPDIR / "test_db.sqlite3")},
+        }
+    return dj_database_url.parse(url)
+
+
+def _tune_database(database: dict) -> dict:
+    engine = database["ENGINE"]
+    options = database.setdefault("OPTIONS", {})
+    if engine.endswith("sqlite3"):
+        # Worker subprocesses write to the same file: wait for locks instead of failing.
+        options.setdefault("timeout", 20)
+        options.setdefault("transaction_mode", "IMMEDIATE")
+    elif engine.endswith("mysql"):
+        try:  # PyMySQL stands in for mysqlclient, which needs C headers to build.
+            import pymysql
+
+            pymysql.install_as_MySQLdb()
+        except ImportError:
+            pass
+        options.setdefault("charset", "utf8mb4")
+        database.setdefault("TEST", {}).setdefault("CHARSET", "utf8mb4")
+    return database
+
+
+DATABASES = {"default": _tune_database(_database_from_env())}
+
+REDIS_URL = os.environ.get("REDIS_URL") or None
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                # One prefix per test run (inherited by subprocesses) so runs that share a
+                # Redis server do not see each other's groups.
+                "prefix": os.environ.setdefault(
+                    "TASKSHED_TEST_LAYER_PREFIX", f"taskshed-test-{uuid.uuid4().hex[:8]}"
+                ),
+            },
+        },
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+TASKSHED: dict = {}
