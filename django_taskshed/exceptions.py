@@ -23,3 +23,19 @@ class DuplicateCallbackError(TaskshedError, ValueError):
         super().__init__(
             f"callback name {name!r} is already registered to {existing}; cannot register {new}"
         )
+
+
+class BadTaskError(TaskshedError):
+    """A stored task that can never run as it is (unknown callback, kwargs that do not fit)."""
+
+    def __init__(self, task_id: str, reason: str):
+        self.task_id = task_id
+        super().__init__(f"task {task_id!r}: {reason}")
+
+
+class TaskTimeoutError(TaskshedError, TimeoutError):
+    """A callback ran longer than its timeout."""
+
+    def __init__(self, task_id: str, seconds: float):
+        self.task_id = task_id
+        super().__init__(f"task {task_id!r} timed out after {seconds:g} s")

@@ -1,0 +1,72 @@
+"""The worker's heartbeat thread: renews leases and the worker's row, whatever the loop is doing.
+
+It runs in its own thread with its own database connection, so a callback that blocks the
+event loop cannot starve it and leases of running tasks never lapse while the process lives.
+"""
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+
+from django.db import close_old_connections, connections
+from django.utils import timezone
+
+from . import leases
+from .models import WorkerRecord
+
+logger = logging.getLogger(__name__)
+
+
+class Heartbeat:
+    """Every ``interval`` seconds: renew leases for ``held_tokens()`` and refresh the worker row."""
+
+    def __init__(
+        self,
+        record: WorkerRecord,
+        using: str,
+        lease_seconds: float,
+        held_tokens: Callable[[], list[str]],
+        running: Callable[[], int],
+    ):
+        self.record = record
+        self.using = using
+        self.lease_seconds = lease_seconds
+        self.interval = max(lease_seconds / 3, 0.05)
+        self.held_tokens = held_tokens
+        self.running = running
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="taskshed-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self.beat()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self.interval + 5)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    self.beat()
+                except Exception:
+                    logger.warning("heartbeat of worker %s failed", self.record.pk, exc_info=True)
+        finally:
+            connections.close_all()
+
+    def beat(self) -> None:
+        """Renew leases, refresh this worker's row, and drop rows of workers long silent."""
+        close_old_connections()
+        leases.renew_leases(self.using, self.record.pk, self.held_tokens(), self.lease_seconds)
+        now = timezone.now()
+        self.record.heartbeat_at = now
+        self.record.running = self.running()
+        self.record.save(using=self.using)
+        silent_since = now - timedelta(seconds=max(self.lease_seconds, self.interval * 3))
+        WorkerRecord.objects.using(self.using).filter(heartbeat_at__lt=silent_since).delete()
+
+    def unregister(self) -> None:
+        WorkerRecord.objects.using(self.using).filter(pk=self.record.pk).delete()

@@ -1,0 +1,110 @@
+"""``manage.py runtaskworker``: run one EventDrivenWorker in this process until stopped."""
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import connections
+from django.utils import timezone
+
+from django_taskshed import notifications
+from django_taskshed.leases import due
+from django_taskshed.models import Task
+from django_taskshed.workers import EventDrivenWorker
+
+logger = logging.getLogger("django_taskshed")
+
+VERBOSITY_LEVELS = {0: logging.ERROR, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
+
+
+def positive(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if value <= 0:
+            raise ValueError(text)
+        return value
+
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
+
+
+class Command(BaseCommand):
+    help = "Run a django-taskshed worker: claim due tasks and run their callbacks."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--concurrency", type=positive(int), help="callbacks at once")
+        parser.add_argument("--poll-interval", type=positive(float), help="safety poll, s")
+        parser.add_argument("--batch-size", type=positive(int), help="tasks per claim")
+        parser.add_argument("--lease", type=positive(float), help="lease length, s")
+        parser.add_argument("--worker-id", help="this worker's id (default host:pid:random)")
+        parser.add_argument("--max-tasks", type=positive(int), help="exit after N tasks")
+        parser.add_argument("--burst", action="store_true", help="run what is due, then exit")
+        parser.add_argument(
+            "--shutdown-timeout", type=positive(float), default=30.0, help="grace period, s"
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        self._configure_logging(options["verbosity"])
+        worker = EventDrivenWorker(
+            concurrency=options["concurrency"],
+            poll_interval=options["poll_interval"],
+            batch_size=options["batch_size"],
+            lease=options["lease"],
+            worker_id=options["worker_id"],
+            max_tasks=options["max_tasks"],
+            burst=options["burst"],
+            shutdown_timeout=options["shutdown_timeout"],
+        )
+        asyncio.run(self._serve(worker))
+        connections.close_all()
+        if worker.stuck_sync_callbacks:
+            # Threads of sync callbacks cannot be stopped; do not wait for them at exit.
+            sys.stdout.flush()
+            os._exit(0)
+
+    async def _serve(self, worker: EventDrivenWorker) -> None:
+        loop = asyncio.get_running_loop()
+        signals = 0
+
+        def on_signal(signum: int) -> None:
+            nonlocal signals
+            signals += 1
+            if signals > 1:
+                self.stderr.write(f"second {signal.Signals(signum).name}: exiting now")
+                os._exit(1)
+            logger.info("%s: stopping; running callbacks may finish", signal.Signals(signum).name)
+            loop.create_task(worker.shutdown())
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal, signum)
+        await worker.start()
+        self.stdout.write(await sync_to_async(self._banner)(worker))
+        self.stdout.flush()
+        await worker.wait_stopped()
+
+    def _banner(self, worker: EventDrivenWorker) -> str:
+        using = worker.datastore.using
+        layer = notifications.channel_layer()
+        due_now = Task.objects.using(using).filter(due(timezone.now())).count()
+        return (
+            f"taskshed worker {worker.worker_id} started: database {connections[using].vendor} "
+            f"({using}), channel layer {type(layer).__name__ if layer else 'off'}, "
+            f"callbacks [{', '.join(sorted(worker.callbacks or {}))}], {due_now} task(s) due"
+        )
+
+    def _configure_logging(self, verbosity: int) -> None:
+        """Map --verbosity onto our logger, unless the project's LOGGING already set it."""
+        package_logger = logging.getLogger("django_taskshed")
+        if package_logger.level == logging.NOTSET:
+            package_logger.setLevel(VERBOSITY_LEVELS.get(verbosity, logging.INFO))
+        if not package_logger.handlers and not logging.getLogger().handlers:
+            handler = logging.StreamHandler(self.stderr._out)
+            handler.setFormatter(
+                logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+            )
+            package_logger.addHandler(handler)

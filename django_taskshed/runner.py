@@ -1,0 +1,123 @@
+"""Runs one claimed task's callback, and turns how the run ended into an Outcome."""
+
+import asyncio
+import inspect
+import traceback
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+from datetime import datetime
+from functools import lru_cache, partial
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.db import close_old_connections
+
+from .exceptions import BadTaskError, TaskTimeoutError
+from .leases import ClaimedTask, Outcome
+from .models import RunType
+from .scheduling import next_occurrence, retry_delay
+
+ERROR_MAX_CHARS = 1000
+TRACEBACK_MAX_CHARS = 20000
+
+
+def resolve(callbacks: Mapping[str, Callable[..., Any]], claim: ClaimedTask) -> Callable[..., Any]:
+    """The registered callable for ``claim``, checked against its kwargs; else BadTaskError."""
+    func = callbacks.get(claim.callback)
+    if func is None:
+        raise BadTaskError(claim.task_id, f"no callback named {claim.callback!r} is registered")
+    if not isinstance(claim.kwargs, dict):
+        raise BadTaskError(claim.task_id, f"kwargs is {type(claim.kwargs).__name__}, not an object")
+    signature = _signature(func)
+    if signature is not None:
+        try:
+            signature.bind(**claim.kwargs)
+        except TypeError as exc:
+            raise BadTaskError(
+                claim.task_id, f"kwargs do not fit {claim.callback}{signature}: {exc}"
+            ) from None
+    return func
+
+
+@lru_cache(maxsize=1024)
+def _signature(func: Callable[..., Any]) -> inspect.Signature | None:
+    try:
+        return inspect.signature(func)
+    except (TypeError, ValueError):  # some builtins have none
+        return None
+
+
+def _call_sync(func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    close_old_connections()
+    try:
+        return func(**kwargs)
+    finally:
+        close_old_connections()
+
+
+async def invoke(
+    func: Callable[..., Any], claim: ClaimedTask, timeout: float | None, executor: Executor
+) -> None:
+    """Run ``func(**kwargs)``: a coroutine function on this loop, anything else in a thread.
+
+    A sync callback cannot be interrupted: past its timeout it is reported as timed out
+    once its thread has returned, so the task is never run twice at once.
+    """
+    if inspect.iscoroutinefunction(func):
+        try:
+            await asyncio.wait_for(func(**claim.kwargs), timeout)
+        except asyncio.TimeoutError:
+            raise TaskTimeoutError(claim.task_id, timeout or 0) from None
+        return
+    call = sync_to_async(
+        partial(_call_sync, func, claim.kwargs), thread_sensitive=False, executor=executor
+    )
+    future = asyncio.ensure_future(call())
+    try:
+        result = await asyncio.wait_for(asyncio.shield(future), timeout)
+    except asyncio.TimeoutError:
+        await asyncio.gather(future, return_exceptions=True)
+        raise TaskTimeoutError(claim.task_id, timeout or 0) from None
+    if inspect.isawaitable(result):
+        await asyncio.wait_for(result, timeout)
+
+
+def succeeded(claim: ClaimedTask, started: datetime, now: datetime) -> Outcome:
+    """A one-off task is deleted; a recurring one moves to its next occurrence."""
+    if claim.run_type != RunType.RECURRING:
+        return Outcome(claim, delete=True)
+    assert claim.interval is not None  # noqa: S101  (a constraint guarantees it)
+    next_run = next_occurrence(claim.run_at, claim.interval, now, claim.coalesce)
+    return Outcome(claim, changes={"run_at": next_run, "attempts": 0, "last_run_at": started})
+
+
+def failed(
+    claim: ClaimedTask,
+    exc: BaseException,
+    started: datetime,
+    now: datetime,
+    *,
+    max_retries: int,
+    backoff: float,
+) -> Outcome:
+    """Record the error; retry a one-off task with backoff, else mark it failed.
+
+    A recurring task's next occurrence is its retry. A BadTaskError is never retried.
+    """
+    attempts = claim.attempts + 1
+    changes: dict[str, Any] = {
+        "attempts": attempts,
+        "last_run_at": started,
+        "last_error": f"{type(exc).__name__}: {exc}".splitlines()[0][:ERROR_MAX_CHARS],
+        "last_traceback": "".join(traceback.format_exception(exc))[-TRACEBACK_MAX_CHARS:],
+    }
+    limit = claim.max_retries if claim.max_retries is not None else max_retries
+    if isinstance(exc, BadTaskError):
+        changes["failed_at"] = now
+    elif claim.run_type == RunType.RECURRING and claim.interval is not None:
+        changes["run_at"] = next_occurrence(claim.run_at, claim.interval, now, claim.coalesce)
+    elif attempts <= limit:
+        changes["run_at"] = now + retry_delay(attempts, backoff)
+    else:
+        changes["failed_at"] = now
+    return Outcome(claim, changes=changes)
