@@ -11,6 +11,6 @@ class TaskshedConfig(AppConfig):
     def ready(self) -> None:
         from django.utils.module_loading import autodiscover_modules
 
-        from . import checks  # noqa: F401  (registers the system checks)
+        from . import checks, signals  # noqa: F401  (registers checks and signal handlers)
 
         autodiscover_modules("tasks")

@@ -60,35 +60,38 @@ class SettleReport:
     lost: list[str] = field(default_factory=list)  # lease lost to another worker: nothing written
 
 
-def due(now: datetime) -> Q:
-    """Tasks that may start now: not paused, not failed, due, and not under a live lease."""
+def due(now: datetime, until: datetime | None = None) -> Q:
+    """Tasks due by ``until`` (default now): not paused, not failed, not under a live lease."""
     free = Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now)
-    return Q(paused=False, failed_at__isnull=True, run_at__lte=now) & free
+    return Q(paused=False, failed_at__isnull=True, run_at__lte=until or now) & free
 
 
 def claim_due_tasks(
-    using: str, worker_id: str, limit: int, lease_seconds: float
+    using: str, worker_id: str, limit: int, lease_seconds: float, ahead: float = 0.0
 ) -> list[ClaimedTask]:
-    """Claim up to ``limit`` due tasks, earliest first, for ``worker_id``.
+    """Claim up to ``limit`` tasks due within ``ahead`` seconds, earliest first.
 
     PostgreSQL and MySQL lock the picked rows with ``SELECT ... FOR UPDATE SKIP LOCKED``;
     SQLite picks and leases them in one conditional ``UPDATE``. Either way no task is
     claimed twice.
     """
     now = timezone.now()
+    until = now + timedelta(seconds=ahead)
     token = uuid.uuid4().hex
     lease = {"lease_owner": worker_id, "claim_token": token}
     lease["lease_expires_at"] = now + timedelta(seconds=lease_seconds)
     tasks = Task.objects.using(using)
     with transaction.atomic(using=using):
         if connections[using].features.has_select_for_update_skip_locked:
-            picked = tasks.filter(due(now)).order_by("run_at").select_for_update(skip_locked=True)
+            picked = (
+                tasks.filter(due(now, until)).order_by("run_at").select_for_update(skip_locked=True)
+            )
             rows = list(picked.values(*CLAIM_FIELDS)[:limit])
             if rows:
                 tasks.filter(pk__in=[row["task_id"] for row in rows]).update(**lease)
         else:
-            picked = tasks.filter(due(now)).order_by("run_at").values("pk")[:limit]
-            claimed = tasks.filter(due(now), pk__in=picked).update(**lease)
+            picked = tasks.filter(due(now, until)).order_by("run_at").values("pk")[:limit]
+            claimed = tasks.filter(due(now, until), pk__in=picked).update(**lease)
             rows = list(tasks.filter(claim_token=token).values(*CLAIM_FIELDS)) if claimed else []
     return [ClaimedTask(claim_token=token, **row) for row in rows]
 

@@ -2,11 +2,13 @@
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
+from django.db import connections, transaction
 
 from .conf import taskshed_settings
 
@@ -14,6 +16,7 @@ logger = logging.getLogger(__name__)
 
 MESSAGE_TYPE = "taskshed.changed"
 SEND_TIMEOUT = 0.5  # seconds a failing layer may hold up the caller
+RETRY_MIN, RETRY_MAX = 0.2, 5.0  # seconds between attempts to rejoin the layer
 
 
 class Wakeable(Protocol):
@@ -50,6 +53,25 @@ def parse_changed(message: Any) -> datetime | None:
     return parsed
 
 
+class _SendFailures:
+    """Log the first failed send of an outage with its traceback, the rest briefly."""
+
+    failing = False
+
+    @classmethod
+    def failed(cls) -> None:
+        logger.warning(
+            "could not notify workers through the channel layer", exc_info=not cls.failing
+        )
+        cls.failing = True
+
+    @classmethod
+    def succeeded(cls) -> None:
+        if cls.failing:
+            logger.info("notifying workers through the channel layer works again")
+        cls.failing = False
+
+
 async def asend_changed(run_at: datetime | None) -> None:
     """Tell every worker in the group; a failure is logged, never raised."""
     layer = channel_layer()
@@ -60,12 +82,120 @@ async def asend_changed(run_at: datetime | None) -> None:
             layer.group_send(taskshed_settings.GROUP, changed_message(run_at)), SEND_TIMEOUT
         )
     except Exception:
-        logger.warning("could not notify workers through the channel layer", exc_info=True)
+        _SendFailures.failed()
+    else:
+        _SendFailures.succeeded()
 
 
 def notify(run_at: datetime | None, worker: Wakeable | None = None) -> None:
-    """After a commit: wake the in-process worker directly, then the group."""
+    """Wake the in-process worker directly, then the group (sync code, after a commit)."""
     if worker is not None:
         worker.update_schedule(run_at)
     if channel_layer() is not None:
         async_to_sync(asend_changed)(run_at)
+
+
+class PendingNotice:
+    """The one notification a transaction sends; later changes in it only merge their hint."""
+
+    def __init__(self, run_at: datetime | None, worker: Wakeable | None):
+        self.run_at = run_at
+        self.worker = worker
+
+    def merge(self, run_at: datetime | None) -> None:
+        # No hint means "re-read the schedule", which covers any hint.
+        if self.run_at is not None:
+            self.run_at = None if run_at is None else min(self.run_at, run_at)
+
+    def __call__(self) -> None:
+        notify(self.run_at, self.worker)
+
+
+def notify_on_commit(run_at: datetime | None, using: str, worker: Wakeable | None = None) -> None:
+    """Notify once the current transaction commits (now, in autocommit); once per transaction."""
+    connection = connections[using]
+    if connection.in_atomic_block:
+        savepoints = set(connection.savepoint_ids)
+        for entry in connection.run_on_commit:
+            func = entry[1]
+            if isinstance(func, PendingNotice) and func.worker is worker and entry[0] == savepoints:
+                func.merge(run_at)
+                return
+    transaction.on_commit(PendingNotice(run_at, worker), using=using, robust=True)
+
+
+class GroupListener:
+    """Keeps a worker in the group: passes hints on, renews membership, rejoins after errors.
+
+    Nothing in a message is trusted beyond its hint; a malformed one is logged and dropped.
+    """
+
+    def __init__(self, layer: Any, group: str, on_hint: Callable[[datetime | None], None]):
+        self.layer = layer
+        self.group = group
+        self.on_hint = on_hint
+        self.channel: str | None = None
+        self.renew_every = max(getattr(layer, "group_expiry", 86400) / 3, 0.05)
+        self._tasks: list[asyncio.Task[None]] = []
+        self.joined = asyncio.Event()
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._receive(), name="taskshed-listener"),
+            asyncio.create_task(self._renew(), name="taskshed-group-renewal"),
+        ]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.channel is not None:
+            try:
+                await asyncio.wait_for(
+                    self.layer.group_discard(self.group, self.channel), SEND_TIMEOUT
+                )
+            except Exception:
+                logger.debug("could not leave group %s", self.group, exc_info=True)
+
+    async def _join(self) -> None:
+        if self.channel is None:
+            self.channel = await self.layer.new_channel("taskshed.worker.")
+        await self.layer.group_add(self.group, self.channel)
+        self.joined.set()
+
+    async def _receive(self) -> None:
+        backoff = RETRY_MIN
+        while True:
+            try:
+                if not self.joined.is_set():
+                    await self._join()
+                message = await self.layer.receive(self.channel)
+                backoff = RETRY_MIN
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.joined.clear()
+                logger.warning("channel layer unavailable (%s); retrying in %.1f s", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, RETRY_MAX)
+                continue
+            self._handle(message)
+
+    async def _renew(self) -> None:
+        while True:
+            await asyncio.sleep(self.renew_every)
+            try:
+                await self._join()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.joined.clear()
+                logger.debug("could not renew membership of group %s", self.group, exc_info=True)
+
+    def _handle(self, message: Any) -> None:
+        try:
+            run_at = parse_changed(message)
+        except (ValueError, TypeError) as exc:
+            logger.warning("dropped a malformed message on group %s: %s", self.group, exc)
+            return
+        self.on_hint(run_at)

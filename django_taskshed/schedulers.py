@@ -2,11 +2,9 @@
 
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from functools import partial
 from typing import Any, NamedTuple, TypeVar
 
 from asgiref.sync import sync_to_async
-from django.db import transaction
 
 from . import notifications
 from .datastores import DjangoDataStore
@@ -190,10 +188,7 @@ class SyncScheduler(_SchedulerBase):
 
     def _commit(self, result: R, change: Change | None) -> R:
         if change is not None:
-            transaction.on_commit(
-                partial(notifications.notify, change.run_at, self.worker),
-                using=self.datastore.using,
-            )
+            notifications.notify_on_commit(change.run_at, self.datastore.using, self.worker)
         return result
 
 

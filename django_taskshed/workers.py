@@ -15,7 +15,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
-from . import leases
+from . import leases, notifications
 from .conf import taskshed_settings
 from .datastores import DjangoDataStore
 from .exceptions import DuplicateCallbackError
@@ -28,6 +28,9 @@ from .runner import failed, invoke, resolve, succeeded
 logger = logging.getLogger(__name__)
 
 ERROR_BACKOFF = 1.0  # seconds to wait after a failed database step
+# Tasks due this soon are claimed early and started by the event loop's timer at their
+# run_at, so the claim's round trips do not make them late.
+CLAIM_AHEAD = 0.05
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,7 @@ class EventDrivenWorker:
         self._flushing: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._heartbeat: Heartbeat | None = None
+        self._listener: notifications.GroupListener | None = None
 
     # -- public API ---------------------------------------------------------------------
 
@@ -142,6 +146,10 @@ class EventDrivenWorker:
             record, self.datastore.using, self.options.lease, self._held_tokens, self.running_count
         )
         await sync_to_async(self._heartbeat.start)()
+        layer = notifications.channel_layer()
+        if layer is not None:
+            self._listener = notifications.GroupListener(layer, taskshed_settings.GROUP, self._hint)
+            self._listener.start()
         self._main = asyncio.create_task(self._run(), name=f"taskshed-worker:{self.worker_id}")
         logger.info("worker %s started", self.worker_id)
 
@@ -213,7 +221,7 @@ class EventDrivenWorker:
         self._deadline = None  # until the next deadline is known, any hint wakes
         self._wake.clear()
         claims = await sync_to_async(leases.claim_due_tasks)(
-            self.datastore.using, self.worker_id, limit, self.options.lease
+            self.datastore.using, self.worker_id, limit, self.options.lease, CLAIM_AHEAD
         )
         self._nothing_due = not claims
         for claim in claims:
@@ -226,8 +234,8 @@ class EventDrivenWorker:
         deadline = timezone.now() + poll
         if len(self._running) < self.options.concurrency and not self._done_claiming():
             next_run = await sync_to_async(leases.next_run_at)(self.datastore.using)
-            if next_run is not None and next_run < deadline:
-                deadline = next_run
+            if next_run is not None:
+                deadline = min(deadline, next_run - timedelta(seconds=CLAIM_AHEAD))
         self._deadline = deadline
         await self._nap((deadline - timezone.now()).total_seconds())
 
@@ -264,6 +272,9 @@ class EventDrivenWorker:
         self._poke()
 
     async def _execute(self, claim: ClaimedTask) -> None:
+        early = (claim.run_at - timezone.now()).total_seconds()
+        if early > 0:
+            await asyncio.sleep(early)
         started = timezone.now()
         try:
             func = resolve(self.callbacks or {}, claim)
@@ -355,6 +366,8 @@ class EventDrivenWorker:
                 len(stuck),
                 ", ".join(sorted(stuck)),
             )
+        if self._listener is not None:
+            await self._listener.close()
         if self._heartbeat is not None:
             await sync_to_async(self._heartbeat.stop)()
             await sync_to_async(self._heartbeat.unregister)()
