@@ -161,6 +161,20 @@ class DjangoDataStore:
         with transaction.atomic(using=self.using):
             return sum(self._delete(part) for part in selector(task_ids, group_id))
 
+    def run_tasks_now(
+        self,
+        task_ids: Iterable[str] | None = None,
+        group_id: str | None = None,
+        *,
+        only_failed: bool = False,
+    ) -> int:
+        """Make tasks due now: resumed, failure state cleared. Returns how many."""
+        now = timezone.now()
+        reset = {"run_at": now, "paused": False, "paused_at": None, "failed_at": None}
+        where = Q(failed_at__isnull=False) if only_failed else Q()
+        parts = selector(task_ids, group_id)
+        return self._update(parts, where, attempts=0, updated_at=now, **reset)
+
     def remove_all_tasks(self) -> int:
         """Delete every task. Returns how many."""
         return self._delete(Q())
@@ -182,3 +196,4 @@ class DjangoDataStore:
     aresume_tasks = _AsyncTwin()
     aremove_tasks = _AsyncTwin()
     aremove_all_tasks = _AsyncTwin()
+    arun_tasks_now = _AsyncTwin()

@@ -37,6 +37,29 @@ class RunType(models.TextChoices):
     RECURRING = "recurring", "recurring"
 
 
+class TaskStatus(models.TextChoices):
+    SCHEDULED = "scheduled", "scheduled"
+    PAUSED = "paused", "paused"
+    RUNNING = "running", "running"
+    RETRYING = "retrying", "retrying"
+    FAILED = "failed", "failed"
+
+
+class TaskQuerySet(models.QuerySet):
+    def with_status(self, status: str, now: datetime) -> "TaskQuerySet":
+        """Tasks whose ``Task.status_at(now)`` is ``status``."""
+        failed = models.Q(failed_at__isnull=False)
+        running = models.Q(lease_expires_at__gt=now)
+        conditions = {
+            TaskStatus.FAILED: failed,
+            TaskStatus.PAUSED: ~failed & models.Q(paused=True),
+            TaskStatus.RUNNING: ~failed & models.Q(paused=False) & running,
+            TaskStatus.RETRYING: ~failed & models.Q(paused=False, attempts__gt=0) & ~running,
+            TaskStatus.SCHEDULED: ~failed & models.Q(paused=False, attempts=0) & ~running,
+        }
+        return self.filter(conditions[TaskStatus(status)])
+
+
 class Task(models.Model):
     """A scheduled task: what to run (a registered callback name and its kwargs) and when.
 
@@ -74,6 +97,8 @@ class Task(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = TaskQuerySet.as_manager()
+
     class Meta:
         ordering = ["run_at", "task_id"]
         indexes = [
@@ -96,6 +121,16 @@ class Task(models.Model):
 
     def __repr__(self) -> str:
         return f"<Task {self.task_id!r} {self.callback!r} run_at={self.run_at!r}>"
+
+    def status_at(self, now: datetime) -> TaskStatus:
+        """failed, paused, running (under a live lease), retrying, or scheduled."""
+        if self.failed_at is not None:
+            return TaskStatus.FAILED
+        if self.paused:
+            return TaskStatus.PAUSED
+        if self.lease_expires_at is not None and self.lease_expires_at > now:
+            return TaskStatus.RUNNING
+        return TaskStatus.RETRYING if self.attempts else TaskStatus.SCHEDULED
 
 
 class WorkerRecord(models.Model):

@@ -59,6 +59,12 @@ class Operations:
         count = self.datastore.remove_tasks(task_ids, group_id)
         return count, Change(None) if count else None
 
+    def run_tasks_now(
+        self, task_ids: Iterable[str] | None, group_id: str | None, only_failed: bool
+    ) -> tuple[int, Change | None]:
+        count = self.datastore.run_tasks_now(task_ids, group_id, only_failed=only_failed)
+        return count, Change(None) if count else None
+
     def update_execution_times(
         self, times: Iterable[TaskExecutionTime]
     ) -> tuple[None, Change | None]:
@@ -178,6 +184,17 @@ class SyncScheduler(_SchedulerBase):
         """Delete tasks; returns how many."""
         return self._commit(*self._ops.remove_tasks(task_ids, group_id))
 
+    def run_tasks_now(
+        self,
+        *,
+        task_ids: Iterable[str] | None = None,
+        group_id: str | None = None,
+        only_failed: bool = False,
+    ) -> int:
+        """Make tasks due now (resumed, failure cleared); ``only_failed`` retries just the
+        failed ones. Returns how many."""
+        return self._commit(*self._ops.run_tasks_now(task_ids, group_id, only_failed))
+
     def update_execution_times(self, tasks: Iterable[TaskExecutionTime]) -> None:
         """Move tasks to new run_at values in one transaction."""
         self._commit(*self._ops.update_execution_times(tasks))
@@ -259,6 +276,17 @@ class AsyncScheduler(_SchedulerBase):
     ) -> int:
         """Delete tasks; returns how many."""
         return await self._run(self._ops.remove_tasks, task_ids, group_id)
+
+    async def run_tasks_now(
+        self,
+        *,
+        task_ids: Iterable[str] | None = None,
+        group_id: str | None = None,
+        only_failed: bool = False,
+    ) -> int:
+        """Make tasks due now (resumed, failure cleared); ``only_failed`` retries just the
+        failed ones. Returns how many."""
+        return await self._run(self._ops.run_tasks_now, task_ids, group_id, only_failed)
 
     async def update_execution_times(self, tasks: Iterable[TaskExecutionTime]) -> None:
         """Move tasks to new run_at values in one transaction."""

@@ -20,13 +20,19 @@ def next_occurrence(
     return run_at + (missed + 1) * interval
 
 
-def occurrences(run_at: datetime, interval: timedelta | None, count: int) -> Iterator[datetime]:
-    """The next ``count`` occurrences from ``run_at`` (one for a one-off task)."""
-    if interval is None:
-        yield run_at
-        return
-    for step in range(count):
-        yield run_at + step * interval
+def upcoming_runs(
+    run_at: datetime, interval: timedelta | None, coalesce: bool, now: datetime, count: int
+) -> Iterator[datetime]:
+    """The next ``count`` runs a worker will make (one for a one-off task).
+
+    A run due in the past starts at once; each following occurrence is what the worker
+    computes with ``next_occurrence`` when that run ends.
+    """
+    current = run_at
+    for _ in range(count if interval is not None else 1):
+        yield current
+        if interval is not None:
+            current = next_occurrence(current, interval, max(now, current), coalesce)
 
 
 def retry_delay(attempts: int, backoff: float) -> timedelta:

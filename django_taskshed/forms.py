@@ -1,0 +1,78 @@
+"""The admin's task form: callbacks from the registry, kwargs as validated JSON."""
+
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from .exceptions import InvalidTaskError
+from .models import Task
+from .registry import get_callbacks
+from .validation import check_schedule, kwargs_to_json
+
+
+def registered_names() -> list[str]:
+    return sorted(get_callbacks())
+
+
+class KwargsField(forms.JSONField):
+    """JSON text that must be an object within ``TASKSHED['KWARGS_MAX_BYTES']``."""
+
+    def validate(self, value: Any) -> None:
+        super().validate(value)
+        try:
+            kwargs_to_json(value)
+        except InvalidTaskError as exc:
+            raise ValidationError(str(exc), code="invalid_kwargs") from None
+
+
+class TaskAdminForm(forms.ModelForm):
+    callback = forms.CharField(max_length=200, widget=forms.Select())
+    kwargs = KwargsField(
+        required=False,
+        initial=dict,
+        widget=forms.Textarea(attrs={"rows": 4, "cols": 60, "class": "vLargeTextField"}),
+        help_text='Keyword arguments as a JSON object, e.g. {"a": 1, "b": 2}.',
+    )
+
+    class Meta:
+        model = Task
+        fields = [
+            "task_id", "callback", "kwargs", "run_at", "run_type", "interval", "group_id",
+            "paused", "coalesce", "max_retries", "timeout",
+        ]  # fmt: skip
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        names = registered_names()
+        current = self.initial.get("callback")
+        choices = [(name, name) for name in names]
+        if current and current not in names:
+            choices.insert(0, (current, f"{current} (not registered)"))
+        self.fields["callback"].widget.choices = choices
+
+    def clean_callback(self) -> str:
+        name = self.cleaned_data["callback"]
+        names = registered_names()
+        if name not in names:
+            raise ValidationError(
+                "%(name)s is not a registered callback. Registered: %(names)s.",
+                code="unregistered",
+                params={"name": name, "names": ", ".join(names) or "(none)"},
+            )
+        return name
+
+    def clean_kwargs(self) -> dict[str, Any]:
+        value = self.cleaned_data.get("kwargs")
+        return {} if value is None else value
+
+    def clean_group_id(self) -> str | None:
+        return self.cleaned_data.get("group_id") or None
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        try:
+            check_schedule(data.get("run_type"), data.get("interval"), None)
+        except InvalidTaskError as exc:
+            self.add_error(exc.field if exc.field in self.fields else None, str(exc))
+        return data
