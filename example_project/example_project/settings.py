@@ -80,7 +80,8 @@ else:
 
 # Every key is optional (see the settings table in the README). The demo's callbacks are
 # found in demo/tasks.py by autodiscovery, so CALLBACKS is not needed here.
-TASKSHED: dict = {}
+# Short poll and backoff so the demo moves quickly; production keeps the defaults.
+TASKSHED = {"POLL_INTERVAL": 1.0, "RETRY_BACKOFF": 1.0}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "Europe/Paris"

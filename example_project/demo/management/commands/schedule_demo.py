@@ -19,7 +19,10 @@ BATCH_IDS = [f"task-{i}" for i in range(5)]
 FLAKY_IDS = ["demo-flaky-recovers", "demo-flaky-gives-up"]
 ALL_IDS = [ONE_OFF_ID, HEARTBEAT_ID, *BATCH_IDS, *FLAKY_IDS]
 
-COLUMNS = ("task_id", "callback", "run_at (local)", "run_type", "interval", "group_id", "state")
+COLUMNS = (
+    "task_id", "callback", "run_at (local)", "run_type", "interval", "group_id", "status",
+    "attempts", "last error",
+)  # fmt: skip
 
 
 class Command(BaseCommand):
@@ -28,6 +31,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument(
             "--clear", action="store_true", help="Remove the demo's tasks instead of adding them."
+        )
+        parser.add_argument(
+            "--list", action="store_true", help="Only list the demo's tasks as they are now."
         )
 
     def handle(self, *args, **options):
@@ -38,7 +44,8 @@ class Command(BaseCommand):
                 scheduler.remove_tasks(task_ids=ALL_IDS)
                 self.stdout.write(self.style.SUCCESS(f"Removed the {len(ALL_IDS)} demo tasks."))
                 return
-            self.schedule(scheduler)
+            if not options["list"]:
+                self.schedule(scheduler)
             self.print_table(scheduler.fetch_tasks(task_ids=ALL_IDS))
         finally:
             scheduler.shutdown()
@@ -105,11 +112,13 @@ class Command(BaseCommand):
             self.stdout.write(
                 "  ".join(str(v).ljust(w) for v, w in zip(values, widths, strict=True))
             )
-        self.stdout.write(self.style.SUCCESS(f"{len(rows)} demo tasks scheduled."))
+        gone = len(ALL_IDS) - len(rows)
+        self.stdout.write(
+            self.style.SUCCESS(f"{len(rows)} demo tasks in the table, {gone} done and removed.")
+        )
 
     @staticmethod
     def row(task: Task) -> tuple[str, ...]:
-        state = "paused" if task.paused else ("failed" if task.failed_at else "waiting")
         return (
             task.task_id,
             task.callback,
@@ -117,5 +126,7 @@ class Command(BaseCommand):
             task.run_type,
             str(task.interval) if task.interval else "-",
             task.group_id or "-",
-            state,
+            task.status_at(timezone.now()).value,
+            str(task.attempts),
+            task.last_error[:50] or "-",
         )
