@@ -9,6 +9,7 @@ from typing import Any, Protocol
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import connections, transaction
+from django.utils import timezone
 
 from .conf import taskshed_settings
 
@@ -33,9 +34,17 @@ def channel_layer() -> Any:
     return get_channel_layer(alias)
 
 
+def as_hint(value: Any) -> datetime | None:
+    """An aware datetime, or None (no hint); a naive time is read in the current time zone."""
+    if not isinstance(value, datetime):
+        return None
+    return timezone.make_aware(value) if timezone.is_naive(value) else value
+
+
 def changed_message(run_at: datetime | None) -> dict[str, Any]:
     """The message for a change whose earliest affected occurrence is ``run_at``."""
-    return {"type": MESSAGE_TYPE, "run_at": run_at.isoformat() if run_at else None}
+    hint = as_hint(run_at)
+    return {"type": MESSAGE_TYPE, "run_at": hint.isoformat() if hint else None}
 
 
 def parse_changed(message: Any) -> datetime | None:
@@ -113,6 +122,7 @@ class PendingNotice:
 
 def notify_on_commit(run_at: datetime | None, using: str, worker: Wakeable | None = None) -> None:
     """Notify once the current transaction commits (now, in autocommit); once per transaction."""
+    run_at = as_hint(run_at)
     connection = connections[using]
     if connection.in_atomic_block:
         savepoints = set(connection.savepoint_ids)
@@ -159,7 +169,7 @@ class GroupListener:
 
     async def _join(self) -> None:
         if self.channel is None:
-            self.channel = await self.layer.new_channel("taskshed.worker.")
+            self.channel = await self.layer.new_channel()
         await self.layer.group_add(self.group, self.channel)
         self.joined.set()
 

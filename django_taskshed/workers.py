@@ -330,6 +330,7 @@ class EventDrivenWorker:
             upcoming = [o.changes["run_at"] for o in batch if "run_at" in o.changes]
             if upcoming:
                 self._hint(min(upcoming))
+        self._poke()  # the loop may be waiting for results to be written before it stops
 
     def _held_tokens(self) -> list[str]:
         with self._held_lock:
