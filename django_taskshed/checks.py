@@ -11,11 +11,15 @@ from django.core.checks import Error, Tags, register
 from .conf import DEFAULTS, TaskshedSettings
 from .registry import registry_errors
 
-GROUP_NAME = re.compile(r"^[A-Za-z0-9._-]{1,99}$")
+GROUP_NAME = re.compile(r"[A-Za-z0-9._-]{1,99}")
 
 
 def _positive_number(value: Any) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool) and value > 0
+
+
+def _non_negative_number(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool) and value >= 0
 
 
 def _count(minimum: int) -> Callable[[Any], bool]:
@@ -31,7 +35,7 @@ def _callbacks(value: Any) -> bool:
 # key -> (valid?, what a valid value is)
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "CALLBACKS": (_callbacks, "a dict of callback name -> dotted path of a callable"),
-    "DATABASE": (lambda v: v in settings.DATABASES, "an alias in DATABASES"),
+    "DATABASE": (lambda v: isinstance(v, str) and v in settings.DATABASES, "an alias in DATABASES"),
     "CHANNEL_LAYER": (
         lambda v: (
             v is None or (isinstance(v, str) and v in getattr(settings, "CHANNEL_LAYERS", {v: 0}))
@@ -39,7 +43,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         "None or an alias in CHANNEL_LAYERS",
     ),
     "GROUP": (
-        lambda v: isinstance(v, str) and bool(GROUP_NAME.match(v)),
+        lambda v: isinstance(v, str) and bool(GROUP_NAME.fullmatch(v)),
         "1-99 characters of A-Z a-z 0-9 . _ -",
     ),
     "POLL_INTERVAL": (_positive_number, "a positive number of seconds"),
@@ -47,7 +51,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "BATCH_SIZE": (_count(1), "a positive integer"),
     "CONCURRENCY": (_count(1), "a positive integer"),
     "MAX_RETRIES": (_count(0), "a non-negative integer"),
-    "RETRY_BACKOFF": (lambda v: v == 0 or _positive_number(v), "a non-negative number of seconds"),
+    "RETRY_BACKOFF": (_non_negative_number, "a non-negative number of seconds"),
     "TIMEOUT": (lambda v: v is None or _positive_number(v), "None or a positive number of seconds"),
     "KWARGS_MAX_BYTES": (_count(1), "a positive integer"),
 }

@@ -101,16 +101,14 @@ class Task(models.Model):
 
     class Meta:
         ordering = ["run_at", "task_id"]
-        indexes = [
-            # The due query: paused = false AND failed_at IS NULL AND run_at <= now.
-            models.Index(fields=["paused", "failed_at", "run_at"], name="taskshed_due_idx"),
-        ]
+        # The due query's index, taskshed_due_idx, is made per database by migration 0002.
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(run_type__in=RunType.values), name="taskshed_run_type_valid"
             ),
             models.CheckConstraint(
-                condition=models.Q(run_type=RunType.ONCE) | models.Q(interval__gt=timedelta(0)),
+                condition=models.Q(run_type=RunType.ONCE)
+                | models.Q(interval__isnull=False, interval__gt=timedelta(0)),
                 name="taskshed_recurring_has_interval",
             ),
             models.CheckConstraint(condition=JSONIsObject("kwargs"), name="taskshed_kwargs_object"),

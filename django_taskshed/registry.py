@@ -54,6 +54,9 @@ def registry_errors() -> list[str]:
     """Every problem with the registered callbacks, one message each."""
     errors = list(_conflicts)
     for name, path in _settings_callbacks().items():
+        if not isinstance(path, str):
+            errors.append(f"TASKSHED['CALLBACKS'][{name!r}] must be a dotted path, not {path!r}")
+            continue
         try:
             func = import_string(path)
         except ImportError as exc:

@@ -47,6 +47,11 @@ def kwargs_to_json(kwargs: Any, task_id: str | None = None, max_bytes: int | Non
         raise InvalidTaskError(
             f"kwargs must be a dict, not {type(kwargs).__name__}", task_id=task_id, field="kwargs"
         )
+    for key in kwargs:
+        if type(key) is not str:
+            raise InvalidTaskError(
+                f"kwargs keys must be strings, got {key!r}", task_id=task_id, field="kwargs"
+            )
     try:
         text = json.dumps(kwargs, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
@@ -55,11 +60,6 @@ def kwargs_to_json(kwargs: Any, task_id: str | None = None, max_bytes: int | Non
             task_id=task_id,
             field="kwargs",
         ) from None
-    for key in kwargs:
-        if type(key) is not str:
-            raise InvalidTaskError(
-                f"kwargs keys must be strings, got {key!r}", task_id=task_id, field="kwargs"
-            )
     max_bytes = taskshed_settings.KWARGS_MAX_BYTES if max_bytes is None else max_bytes
     if len(text) > max_bytes and len(text.encode()) > max_bytes:
         raise InvalidTaskError(

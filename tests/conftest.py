@@ -5,9 +5,11 @@ ends the run with a non-zero exit before any test runs. Without it the run goes 
 header says loudly which server is missing; tests that need Redis use the ``redis_url``
 fixture, which then skips them with that reason.
 
-Shared fixtures: ``scheduler`` runs a test with each scheduler (the sync one awaited through
-``sync_to_async``), ``fake_worker`` stands in for an in-process worker, ``sent`` records
-group notifications, and async tests close the sync thread's connections when they end.
+Shared fixtures: ``worker_procs`` starts real ``runtaskworker`` subprocesses; ``scheduler``
+runs a test with each scheduler (the sync one awaited through ``sync_to_async``),
+``fake_worker`` stands in for an in-process worker, ``sent`` records group notifications,
+``empty_registry`` empties the callback registry for a test, and async tests close the sync
+thread's connections when they end.
 """
 
 import inspect
@@ -85,6 +87,9 @@ services_key = pytest.StashKey[list[ServiceStatus]]()
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[services_key] = _probe_services()
+    config.addinivalue_line(
+        "markers", "slow: starts real runtaskworker subprocesses or runs for many seconds"
+    )
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -251,3 +256,55 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
     monkeypatch.setattr(notifications, "asend_changed", record)
     return calls
+
+
+# --- runtaskworker subprocesses --------------------------------------------------------------
+
+fleet_key = pytest.StashKey[Any]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    """A failed test shows the output of its ``runtaskworker`` subprocesses."""
+    report = yield
+    fleet = item.stash.get(fleet_key, None)
+    if report.failed and fleet is not None:
+        report.sections.append(("runtaskworker subprocesses", fleet.describe()))
+    return report
+
+
+@pytest.fixture
+def worker_procs(
+    request: pytest.FixtureRequest, transactional_db: None, tmp_path_factory: pytest.TempPathFactory
+):
+    """A ``WorkerFleet``: ``worker_procs.start("w1", "--burst")`` starts ``runtaskworker``.
+
+    Needs committed rows, hence ``transactional_db``. At teardown every process still
+    running is stopped (SIGTERM, then SIGKILL); a failed test shows every worker's output.
+    """
+    from tests.workerprocs import WorkerFleet
+
+    fleet = WorkerFleet(tmp_path_factory.mktemp("workers"))
+    request.node.stash[fleet_key] = fleet
+    yield fleet
+    fleet.stop_all()
+
+
+# --- The callback registry -------------------------------------------------------------------
+
+
+@pytest.fixture
+def empty_registry():
+    """An empty callback registry for the test; the apps' registrations come back afterwards.
+
+    ``django_taskshed.registry`` keeps module-level state that ``@register_callback`` fills.
+    """
+    from django_taskshed import registry
+
+    decorated, conflicts = dict(registry._decorated), list(registry._conflicts)
+    registry._decorated.clear()
+    registry._conflicts.clear()
+    yield registry
+    registry._decorated.clear()
+    registry._decorated.update(decorated)
+    registry._conflicts[:] = conflicts

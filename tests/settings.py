@@ -6,6 +6,7 @@ The SQLite file lives in ``TASKSHED_TEST_TMPDIR`` (created once, then inherited 
 environment) so that ``runtaskworker`` subprocesses started by the tests share it.
 """
 
+import json
 import os
 import tempfile
 import uuid
@@ -117,4 +118,6 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
-TASKSHED: dict = {}
+# Empty for the suite (tests use override_settings); ``runtaskworker`` subprocesses started by
+# tests/workerprocs.py receive theirs as JSON in TASKSHED_TEST_SETTINGS.
+TASKSHED: dict = json.loads(os.environ.get("TASKSHED_TEST_SETTINGS") or "{}")

@@ -1,0 +1,333 @@
+"""DjangoDataStore: the ORM operations under the schedulers, called directly.
+
+Sync tests run inside pytest-django's test transaction; the async twins get their own
+transactional test.
+"""
+
+import inspect
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
+
+import pytest
+from asgiref.sync import iscoroutinefunction
+from django.test import override_settings
+from django.utils import timezone
+
+from django_taskshed import datastores, sql
+from django_taskshed.datastores import CHUNK, DjangoDataStore, chunks, selector
+from django_taskshed.models import Task, TaskExecutionTime
+
+UTC = dt_timezone.utc
+T0 = datetime(2030, 1, 15, 8, 0, tzinfo=UTC)
+T1 = datetime(2030, 1, 15, 9, 0, tzinfo=UTC)
+T2 = datetime(2030, 1, 15, 10, 0, tzinfo=UTC)
+T3 = datetime(2030, 1, 15, 11, 0, tzinfo=UTC)
+
+pytestmark = pytest.mark.django_db
+
+# Statements a bulk operation on 1,000 rows may take (savepoints included): a handful, never
+# one per row.
+FEW = 8
+
+
+@pytest.fixture
+def store() -> DjangoDataStore:
+    return DjangoDataStore()
+
+
+def row(task_id: str, run_at: datetime = T1, **fields) -> Task:
+    return Task(task_id=task_id, callback="add", run_at=run_at, **fields)
+
+
+def seed(*tasks: Task) -> None:
+    Task.objects.bulk_create(tasks)
+
+
+def ids() -> list[str]:
+    return list(Task.objects.order_by("pk").values_list("pk", flat=True))
+
+
+# --- Helpers ---------------------------------------------------------------------------------
+
+
+def test_chunks_split_long_lists():
+    assert list(chunks([1, 2, 3, 4, 5], 2)) == [[1, 2], [3, 4], [5]]
+    assert list(chunks([], 2)) == []
+    assert [len(part) for part in chunks(list(range(CHUNK + 1)))] == [CHUNK, 1]
+
+
+def test_selector_chunks_ids_and_takes_one_group():
+    assert len(selector([str(i) for i in range(2 * CHUNK + 1)], None)) == 3
+    assert len(selector(["a"], None)) == 1
+    assert len(selector(None, "g")) == 1
+    assert selector([], None) == []
+
+
+@pytest.mark.parametrize(
+    ("task_ids", "group_id", "message"),
+    [
+        (None, None, "neither was given"),
+        (["a"], "g", "not both"),
+        ("abc", None, "not the string 'abc'"),
+    ],
+)
+def test_selector_rejects(task_ids, group_id, message):
+    with pytest.raises(ValueError, match=message):
+        selector(task_ids, group_id)
+
+
+def test_using_follows_the_settings_unless_given():
+    assert DjangoDataStore().using == "default"
+    with override_settings(TASKSHED={"DATABASE": "replica"}):
+        assert DjangoDataStore().using == "replica"
+        assert DjangoDataStore(using="default").using == "default"
+
+
+# --- add -------------------------------------------------------------------------------------
+
+
+def test_add_tasks_returns_the_earliest_run_at(store):
+    earliest = store.add_tasks([row("a", T2), row("b", T0), row("c", T1)])
+    assert earliest == T0
+    assert ids() == ["a", "b", "c"]
+
+
+def test_add_tasks_of_nothing_returns_none(store, django_assert_num_queries):
+    with django_assert_num_queries(0):
+        assert store.add_tasks([]) is None
+
+
+def test_add_tasks_is_one_bulk_statement(store, django_assert_max_num_queries):
+    with django_assert_max_num_queries(FEW):
+        store.add_tasks([row(f"t{i:04d}", T1) for i in range(2000)])
+    assert Task.objects.count() == 2000
+
+
+def test_add_tasks_is_all_or_nothing_in_the_database(store, monkeypatch):
+    insert = sql.insert_tasks
+
+    def insert_then_fail(*args, **kwargs):
+        insert(*args, **kwargs)
+        raise RuntimeError("the database went away")
+
+    seed(row("old", T0, kwargs={"v": "old"}))
+    monkeypatch.setattr(sql, "insert_tasks", insert_then_fail)
+    with pytest.raises(RuntimeError):
+        store.add_tasks([row("a"), row("old", T2, kwargs={"v": "new"})])
+    assert ids() == ["old"]
+    assert Task.objects.get(pk="old").kwargs == {"v": "old"}
+
+
+def test_add_task_returns_the_stored_task(store):
+    task = store.add_task(row("a", T1, kwargs={"x": 1}))
+    stored = Task.objects.get(pk="a")
+    assert (task.task_id, task.run_at, task.kwargs) == ("a", T1, {"x": 1})
+    assert task.created_at == stored.created_at
+    assert task._state.adding is False
+    assert task._state.db == "default"
+
+
+def test_add_task_without_replacing_returns_the_existing_row(store):
+    store.add_task(row("a", T1, kwargs={"v": "old"}))
+    kept = store.add_task(row("a", T2, kwargs={"v": "new"}), replace_existing=False)
+    assert (kept.run_at, kept.kwargs) == (T1, {"v": "old"})
+    assert Task.objects.get(pk="a").kwargs == {"v": "old"}
+
+
+@pytest.mark.parametrize("many", [False, True], ids=["add_task", "add_tasks"])
+def test_replacing_rewrites_the_definition_and_clears_the_failure(store, many):
+    seed(
+        row(
+            "a",
+            T0,
+            kwargs={"v": "old"},
+            group_id="g",
+            paused=True,
+            paused_at=T0,
+            attempts=4,
+            failed_at=T1,
+            lease_owner="w1",
+            lease_expires_at=T3,
+            claim_token="tok",
+        )
+    )
+    created_at = Task.objects.get(pk="a").created_at
+    new = row("a", T2, kwargs={"v": "new"}, run_type="recurring", interval=timedelta(hours=1))
+    if many:
+        store.add_tasks([new])
+    else:
+        store.add_task(new)
+    task = Task.objects.get(pk="a")
+    assert (task.run_at, task.kwargs, task.run_type, task.interval) == (
+        T2,
+        {"v": "new"},
+        "recurring",
+        timedelta(hours=1),
+    )
+    assert (task.group_id, task.paused, task.paused_at) == (None, False, None)
+    assert (task.attempts, task.failed_at) == (0, None)
+    assert (task.lease_owner, task.lease_expires_at, task.claim_token) == ("w1", T3, "tok")
+    assert task.created_at == created_at
+
+
+@pytest.mark.parametrize("many", [False, True], ids=["add_task", "add_tasks"])
+def test_not_replacing_leaves_every_column_alone(store, many):
+    seed(row("a", T0, kwargs={"v": "old"}, attempts=2, failed_at=T1, last_error="boom"))
+    before = Task.objects.filter(pk="a").values().get()
+    new = row("a", T2, kwargs={"v": "new"})
+    if many:
+        store.add_tasks([new, row("b")], replace_existing=False)
+    else:
+        store.add_task(new, replace_existing=False)
+    assert Task.objects.filter(pk="a").values().get() == before
+
+
+# --- fetch / next_run_at ---------------------------------------------------------------------
+
+
+def test_fetch_tasks_orders_by_run_at_then_id(store):
+    seed(row("b", T1), row("a", T1), row("c", T0), row("d", T2, group_id="g"))
+    assert [t.task_id for t in store.fetch_tasks(["a", "b", "c", "d"])] == ["c", "a", "b", "d"]
+    assert [t.task_id for t in store.fetch_tasks(group_id="g")] == ["d"]
+
+
+def test_fetch_tasks_orders_across_chunks(store):
+    count = CHUNK + 500
+    seed(*(row(f"t{i:05d}", T1 + timedelta(seconds=(i * 7919) % count)) for i in range(count)))
+    fetched = store.fetch_tasks([f"t{i:05d}" for i in range(count)])
+    assert len(fetched) == count
+    keys = [(t.run_at, t.task_id) for t in fetched]
+    assert keys == sorted(keys)
+
+
+def test_next_run_at_skips_paused_and_failed_tasks(store):
+    assert store.next_run_at() is None
+    seed(row("paused", T0, paused=True), row("failed", T0, failed_at=T0), row("due", T2))
+    assert store.next_run_at() == T2
+    seed(row("earlier", T1))
+    assert store.next_run_at() == T1
+
+
+# --- update_execution_times ------------------------------------------------------------------
+
+
+def test_update_execution_times_returns_the_earliest(store):
+    seed(row("a", T0), row("b", T0))
+    earliest = store.update_execution_times(
+        [TaskExecutionTime("a", T3), TaskExecutionTime("b", datetime(2030, 1, 15, 11, 0))]
+    )
+    assert earliest == T2  # 11:00 in Paris is 10:00 UTC
+    assert Task.objects.get(pk="a").run_at == T3
+    assert Task.objects.get(pk="b").run_at == T2
+
+
+def test_update_execution_times_of_an_unknown_id_creates_nothing(store):
+    assert store.update_execution_times([TaskExecutionTime("ghost", T1)]) == T1
+    assert ids() == []
+    assert store.update_execution_times([]) is None
+
+
+def test_update_execution_times_uses_bulk_statements(store, django_assert_max_num_queries):
+    seed(*(row(f"t{i:04d}", T0) for i in range(1000)))
+    times = [TaskExecutionTime(f"t{i:04d}", T1 + timedelta(seconds=i)) for i in range(1000)]
+    with django_assert_max_num_queries(FEW):
+        store.update_execution_times(times)
+    assert Task.objects.filter(run_at__gte=T1).count() == 1000
+
+
+# --- pause / resume / remove -----------------------------------------------------------------
+
+
+def test_pause_resume_counts_and_stamps(store):
+    seed(row("a", T2, group_id="g"), row("b", T1, group_id="g"), row("c", T0))
+    before = timezone.now()
+    assert store.pause_tasks(group_id="g") == 2
+    stamp = Task.objects.get(pk="a").paused_at
+    assert before <= stamp <= timezone.now()
+    assert store.pause_tasks(["a", "b", "c"]) == 1
+    assert Task.objects.get(pk="a").paused_at == stamp
+    assert store.resume_tasks(group_id="g") == (2, T1)
+    assert store.resume_tasks(["a", "b"]) == (0, None)
+    assert store.resume_tasks(["a", "b", "c"]) == (1, T0)
+    assert not Task.objects.filter(paused=True).exists()
+    assert not Task.objects.exclude(paused_at=None).exists()
+
+
+def test_resume_reports_the_earliest_of_the_resumed_tasks_only(store):
+    seed(row("running", T0), row("paused", T2, paused=True, paused_at=T0))
+    assert store.resume_tasks(["running", "paused"]) == (1, T2)
+
+
+def test_bulk_selectors_issue_one_statement_per_chunk(store, django_assert_max_num_queries):
+    seed(*(row(f"t{i:04d}") for i in range(1000)))
+    all_ids = [f"t{i:04d}" for i in range(1000)]
+    with django_assert_max_num_queries(FEW):
+        assert store.pause_tasks(all_ids) == 1000
+    with django_assert_max_num_queries(FEW):
+        assert store.resume_tasks(all_ids) == (1000, T1)
+    with django_assert_max_num_queries(FEW):
+        assert len(store.fetch_tasks(all_ids)) == 1000
+    with django_assert_max_num_queries(FEW):
+        assert store.remove_tasks(all_ids) == 1000
+
+
+def test_long_id_lists_cross_the_chunk_size(store):
+    count = 2 * CHUNK + 1
+    seed(*(row(f"t{i:05d}") for i in range(count)))
+    all_ids = [f"t{i:05d}" for i in range(count)]
+    assert store.pause_tasks(all_ids) == count
+    assert store.resume_tasks(all_ids) == (count, T1)
+    assert len(store.fetch_tasks(all_ids)) == count
+    assert store.remove_tasks(all_ids[1:]) == count - 1
+    assert ids() == ["t00000"]
+
+
+def test_remove_tasks_by_ids_and_group(store):
+    seed(row("a", group_id="g"), row("b", group_id="g"), row("c"), row("d"))
+    assert store.remove_tasks(group_id="g") == 2
+    assert store.remove_tasks(["c", "ghost"]) == 1
+    assert ids() == ["d"]
+
+
+def test_remove_all_tasks(store):
+    assert store.remove_all_tasks() == 0
+    seed(row("a", group_id="g"), row("b", paused=True), row("c", failed_at=T0))
+    assert store.remove_all_tasks() == 3
+    assert ids() == []
+
+
+# --- Async twins -----------------------------------------------------------------------------
+
+TWINS = [
+    "add_tasks",
+    "add_task",
+    "fetch_tasks",
+    "next_run_at",
+    "update_execution_times",
+    "pause_tasks",
+    "resume_tasks",
+    "remove_tasks",
+    "remove_all_tasks",
+]
+
+
+@pytest.mark.parametrize("name", TWINS)
+def test_every_operation_has_an_async_twin(store, name):
+    twin = getattr(store, f"a{name}")
+    assert iscoroutinefunction(twin)
+    assert not iscoroutinefunction(getattr(store, name))
+    assert isinstance(inspect.getattr_static(DjangoDataStore, f"a{name}"), datastores._AsyncTwin)
+
+
+@pytest.mark.django_db(transaction=True, available_apps=["django_taskshed"])
+async def test_async_twins_run_the_sync_operations(store):
+    assert await store.aadd_tasks([row("a", T2, group_id="g"), row("b", T1, group_id="g")]) == T1
+    assert (await store.aadd_task(row("c", T3))).task_id == "c"
+    assert [t.task_id for t in await store.afetch_tasks(group_id="g")] == ["b", "a"]
+    assert await store.anext_run_at() == T1
+    assert await store.aupdate_execution_times([TaskExecutionTime("c", T0)]) == T0
+    assert await store.apause_tasks(["a", "b"]) == 2
+    assert await store.aresume_tasks(group_id="g") == (2, T1)
+    assert await store.aremove_tasks(["a"]) == 1
+    assert await store.aremove_all_tasks() == 2
+    assert await Task.objects.acount() == 0
