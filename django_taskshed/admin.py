@@ -13,10 +13,10 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 from django.utils.timesince import timesince, timeuntil
 
-from .conf import taskshed_settings
 from .forms import TaskAdminForm, registered_names
 from .models import RunType, Task, TaskStatus, WorkerRecord
 from .schedulers import SyncScheduler
@@ -24,6 +24,10 @@ from .scheduling import upcoming_runs
 
 COUNT_CAP = 10_000  # the changelist never counts further than this
 UPCOMING = 10
+NO_LIVE_WORKER = mark_safe(  # noqa: S308  (a constant)
+    '<span title="no live worker serves this callback" style="color:#ba2121">'
+    "&#9888; no live worker</span>"
+)
 STATUS_COLOURS = {
     TaskStatus.SCHEDULED: "#417690",
     TaskStatus.PAUSED: "#777",
@@ -38,8 +42,7 @@ _served: contextvars.ContextVar[frozenset[str] | None] = contextvars.ContextVar(
 
 
 def live_workers() -> QuerySet[WorkerRecord]:
-    silent_since = timezone.now() - timedelta(seconds=taskshed_settings.LEASE_SECONDS)
-    return WorkerRecord.objects.filter(heartbeat_at__gte=silent_since)
+    return WorkerRecord.objects.filter(expires_at__gte=timezone.now())
 
 
 def served_callbacks() -> frozenset[str]:
@@ -62,14 +65,25 @@ def in_words(interval: timedelta | None) -> str:
 
 
 def relative(moment: datetime | None, now: datetime) -> str:
+    """``"in 5 s"``, ``"3 minutes ago"``."""
     if moment is None:
         return "-"
-    seconds = round((moment - now).total_seconds())
-    if abs(seconds) < 60:
-        return f"in {seconds} s" if seconds > 0 else f"{-seconds} s ago"
+    delta = (moment - now).total_seconds()
+    if abs(delta) < 60:
+        seconds = round(abs(delta))
+        return f"in {seconds} s" if delta > 0 else f"{seconds} s ago"
     if moment > now:
-        return f"in {timeuntil(moment, now)}"
-    return f"{timesince(moment, now)} ago"
+        return f"in {timeuntil(moment, now, depth=1)}"
+    return f"{timesince(moment, now, depth=1)} ago"
+
+
+def local_time(moment: datetime | None, now: datetime) -> str:
+    """The local time, with the date only when it is not today."""
+    if moment is None:
+        return "-"
+    local = timezone.localtime(moment)
+    today = timezone.localtime(now).date()
+    return local.strftime("%H:%M:%S" if local.date() == today else "%Y-%m-%d %H:%M")
 
 
 class BoundedCountPaginator(Paginator):
@@ -77,7 +91,7 @@ class BoundedCountPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
-        return self.object_list[: COUNT_CAP + 1].count()
+        return self.object_list.order_by()[: COUNT_CAP + 1].count()
 
 
 class StatusFilter(admin.SimpleListFilter):
@@ -169,21 +183,28 @@ class TaskAdmin(admin.ModelAdmin):
     paginator = BoundedCountPaginator
     show_full_result_count = False
     list_per_page = 50
+
+    class Media:
+        css = {"all": ["django_taskshed/admin.css"]}
+
     ordering = ["run_at", "task_id"]
     search_fields = ["task_id", "group_id", "callback"]
     list_filter = [StatusFilter, "run_type", CallbackFilter, GroupFilter, "paused"]
     list_display = [
         "task_id", "callback_served", "group_id", "schedule", "next_run", "status_badge",
-        "attempts", "last_run_at", "error_line",
+        "attempts", "last_run", "error_line",
     ]  # fmt: skip
     actions = [pause, resume, run_now, retry_failed, "delete_selected"]
     readonly_fields = [
-        "status_badge", "upcoming", "lease_owner", "lease_expires_at", "attempts",
+        "status_badge", "served_by", "upcoming", "lease_owner", "lease_expires_at", "attempts",
         "last_run_at", "failed_at", "last_error", "traceback", "paused_at", "created_at",
         "updated_at",
     ]  # fmt: skip
     fieldsets = [
-        (None, {"fields": ["task_id", "callback", "kwargs", "group_id"]}),
+        (
+            None,
+            {"fields": ["status_badge", "task_id", "callback", "served_by", "kwargs", "group_id"]},
+        ),
         (
             "Schedule",
             {"fields": ["run_at", "run_type", "interval", "coalesce", "paused", "upcoming"]},
@@ -198,14 +219,13 @@ class TaskAdmin(admin.ModelAdmin):
                     "failed_at",
                     "last_error",
                     "traceback",
-                ]
+                ]  # fmt: skip
             },
         ),
         (
-            "State",
+            "Lease and history",
             {
                 "fields": [
-                    "status_badge",
                     "lease_owner",
                     "lease_expires_at",
                     "last_run_at",
@@ -216,6 +236,11 @@ class TaskAdmin(admin.ModelAdmin):
             },
         ),
     ]
+
+    @property
+    def count_cap(self) -> int:
+        """The most rows the changelist counts (read by its pagination template)."""
+        return COUNT_CAP
 
     def get_readonly_fields(self, request: HttpRequest, obj: Task | None = None) -> list[str]:
         fields = list(super().get_readonly_fields(request, obj))
@@ -255,11 +280,16 @@ class TaskAdmin(admin.ModelAdmin):
         served = _served.get()
         if served is None or task.callback in served:
             return task.callback
-        return format_html(
-            '{} <span title="no live worker serves this callback" style="color:#ba2121">'
-            "&#9888; no live worker</span>",
-            task.callback,
-        )
+        return format_html("{} {}", task.callback, NO_LIVE_WORKER)
+
+    @admin.display(description="served by")
+    def served_by(self, task: Task) -> str:
+        if task.pk is None:
+            return "-"
+        served = _served.get()
+        if served is not None and task.callback not in served:
+            return NO_LIVE_WORKER
+        return "a live worker serves this callback"
 
     @admin.display(description="schedule", ordering="run_type")
     def schedule(self, task: Task) -> str:
@@ -267,12 +297,19 @@ class TaskAdmin(admin.ModelAdmin):
 
     @admin.display(description="next run", ordering="run_at")
     def next_run(self, task: Task) -> str:
+        if task.failed_at is not None:
+            return format_html('<span title="{}">-</span>', "failed: it runs again once retried")
         now = timezone.now()
+        hint = relative(task.run_at, now) + (", paused" if task.paused else "")
         return format_html(
-            '{}<br><span class="quiet">{}</span>',
-            timezone.localtime(task.run_at).strftime("%Y-%m-%d %H:%M:%S"),
-            relative(task.run_at, now),
+            '<span style="white-space:nowrap">{}</span> <span class="quiet">({})</span>',
+            local_time(task.run_at, now),
+            hint,
         )
+
+    @admin.display(description="last run", ordering="last_run_at")
+    def last_run(self, task: Task) -> str:
+        return local_time(task.last_run_at, timezone.now())
 
     @admin.display(description="status")
     def status_badge(self, task: Task) -> str:
@@ -289,7 +326,10 @@ class TaskAdmin(admin.ModelAdmin):
 
     @admin.display(description="last error")
     def error_line(self, task: Task) -> str:
-        return Truncator(task.last_error.partition("\n")[0]).chars(80) if task.last_error else ""
+        if not task.last_error:
+            return ""
+        line = task.last_error.partition("\n")[0]
+        return format_html('<span title="{}">{}</span>', line, Truncator(line).chars(80))
 
     @admin.display(description="last traceback")
     def traceback(self, task: Task) -> str:

@@ -5,6 +5,7 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 
+from .conf import taskshed_settings
 from .exceptions import InvalidTaskError
 from .models import Task
 from .registry import get_callbacks
@@ -27,7 +28,7 @@ class KwargsField(forms.JSONField):
 
 
 class TaskAdminForm(forms.ModelForm):
-    callback = forms.CharField(max_length=200, widget=forms.Select())
+    callback = forms.CharField(widget=forms.Select())
     kwargs = KwargsField(
         required=False,
         initial=dict,
@@ -50,6 +51,14 @@ class TaskAdminForm(forms.ModelForm):
         if current and current not in names:
             choices.insert(0, (current, f"{current} (not registered)"))
         self.fields["callback"].widget.choices = choices
+        defaults = {
+            "max_retries": taskshed_settings.MAX_RETRIES,
+            "timeout": taskshed_settings.TIMEOUT,
+        }
+        for name, default in defaults.items():
+            if name in self.fields:
+                shown = "none" if default is None else default
+                self.fields[name].help_text = f"Empty: the default, {shown} (TASKSHED setting)."
 
     def clean_callback(self) -> str:
         name = self.cleaned_data["callback"]

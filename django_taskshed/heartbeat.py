@@ -32,7 +32,7 @@ class Heartbeat:
         self.record = record
         self.using = using
         self.lease_seconds = lease_seconds
-        self.interval = max(lease_seconds / 3, 0.05)
+        self.interval = lease_seconds / 3
         self.held_tokens = held_tokens
         self.running = running
         self._stop = threading.Event()
@@ -63,10 +63,11 @@ class Heartbeat:
         leases.renew_leases(self.using, self.record.pk, self.held_tokens(), self.lease_seconds)
         now = timezone.now()
         self.record.heartbeat_at = now
+        # Three missed beats (one lease) and this worker's row may be dropped by any other.
+        self.record.expires_at = now + timedelta(seconds=self.lease_seconds)
         self.record.running = self.running()
         self.record.save(using=self.using)
-        silent_since = now - timedelta(seconds=max(self.lease_seconds, self.interval * 3))
-        WorkerRecord.objects.using(self.using).filter(heartbeat_at__lt=silent_since).delete()
+        WorkerRecord.objects.using(self.using).filter(expires_at__lt=now).delete()
 
     def unregister(self) -> None:
         WorkerRecord.objects.using(self.using).filter(pk=self.record.pk).delete()

@@ -102,6 +102,7 @@ class Task(models.Model):
     class Meta:
         ordering = ["run_at", "task_id"]
         # The due query's index, taskshed_due_idx, is made per database by migration 0002.
+        indexes = [models.Index(fields=["run_at", "task_id"], name="taskshed_run_at_idx")]
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(run_type__in=RunType.values), name="taskshed_run_type_valid"
@@ -138,7 +139,10 @@ class WorkerRecord(models.Model):
     hostname = models.CharField(max_length=255)
     pid = models.PositiveIntegerField()
     started_at = models.DateTimeField()
-    heartbeat_at = models.DateTimeField(db_index=True)
+    heartbeat_at = models.DateTimeField()
+    expires_at = models.DateTimeField(
+        db_index=True, help_text="Without a heartbeat by then, the worker counts as gone."
+    )
     callbacks = models.JSONField(default=list, blank=True)
     running = models.PositiveIntegerField(default=0)
 

@@ -1,12 +1,17 @@
 """The "task changed" transport: one message type sent to a Channels group after each commit."""
 
 import asyncio
+import concurrent.futures
 import logging
-from collections.abc import Callable
+import os
+import threading
+import weakref
+from collections.abc import Callable, Coroutine
 from datetime import datetime
+from datetime import timezone as dt_timezone
 from typing import Any, Protocol
 
-from asgiref.sync import async_to_sync
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 from django.db import connections, transaction
 from django.utils import timezone
@@ -29,8 +34,6 @@ def channel_layer() -> Any:
     alias = taskshed_settings.CHANNEL_LAYER
     if alias is None or alias not in getattr(settings, "CHANNEL_LAYERS", {}):
         return None
-    from channels.layers import get_channel_layer
-
     return get_channel_layer(alias)
 
 
@@ -38,7 +41,8 @@ def as_hint(value: Any) -> datetime | None:
     """An aware datetime, or None (no hint); a naive time is read in the current time zone."""
     if not isinstance(value, datetime):
         return None
-    return timezone.make_aware(value) if timezone.is_naive(value) else value
+    aware = timezone.make_aware(value) if timezone.is_naive(value) else value
+    return aware.astimezone(dt_timezone.utc)
 
 
 def changed_message(run_at: datetime | None) -> dict[str, Any]:
@@ -97,11 +101,54 @@ async def asend_changed(run_at: datetime | None) -> None:
 
 
 def notify(run_at: datetime | None, worker: Wakeable | None = None) -> None:
-    """Wake the in-process worker directly, then the group (sync code, after a commit)."""
+    """Wake the in-process worker directly, then the group (sync code, after a commit).
+
+    The message goes out from a long-lived sender thread, waiting at most a moment. The
+    in-memory layer's queues belong to the receiving worker's event loop, which a send from
+    another thread may not wake: workers of this process are also woken directly.
+    """
     if worker is not None:
         worker.update_schedule(run_at)
-    if channel_layer() is not None:
-        async_to_sync(asend_changed)(run_at)
+    layer = channel_layer()
+    if layer is None:
+        return
+    if isinstance(layer, InMemoryChannelLayer):
+        for local in list(LOCAL_WORKERS):
+            if local is not worker:
+                local.update_schedule(run_at)
+    try:
+        SENDER.submit(asend_changed(run_at)).result(SEND_TIMEOUT + 0.1)
+    except Exception:
+        _SendFailures.failed()
+
+
+class _SenderThread:
+    """An event loop on a daemon thread, kept for sends from sync code: a channel layer's
+    connections live per event loop, so one long-lived loop reuses them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pid = 0
+
+    def submit(self, coroutine: Coroutine[Any, Any, None]) -> concurrent.futures.Future[None]:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._running_loop())
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._pid != os.getpid():  # new, or a forked child
+                self._loop = asyncio.new_event_loop()
+                self._pid = os.getpid()
+                thread = threading.Thread(
+                    target=self._loop.run_forever, name="taskshed-notify", daemon=True
+                )
+                thread.start()
+            return self._loop
+
+
+SENDER = _SenderThread()
+# Workers running in this process, woken directly by sync code when the layer is in-memory.
+LOCAL_WORKERS: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
 
 class PendingNotice:

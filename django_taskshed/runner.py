@@ -1,7 +1,10 @@
 """Runs one claimed task's callback, and turns how the run ended into an Outcome."""
 
 import asyncio
+import concurrent.futures
+import importlib
 import inspect
+import os
 import traceback
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
@@ -9,6 +12,7 @@ from datetime import datetime
 from functools import lru_cache, partial
 from typing import Any
 
+import asgiref
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 
@@ -18,6 +22,10 @@ from .models import RunType
 from .scheduling import next_occurrence, retry_delay
 
 ERROR_MAX_CHARS = 1000
+INTERNAL_DIRS = tuple(
+    os.path.dirname(module.__file__) + os.sep
+    for module in (asyncio, asgiref, concurrent.futures, importlib.import_module(__package__))
+)
 TRACEBACK_MAX_CHARS = 20000
 
 
@@ -82,6 +90,18 @@ async def invoke(
         await asyncio.wait_for(result, timeout)
 
 
+def user_traceback(exc: BaseException) -> str:
+    """The traceback from the callback's own frames on: the worker's and asyncio's are noise."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None and _internal(tb.tb_frame.f_code.co_filename):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def _internal(filename: str) -> bool:
+    return filename.startswith(INTERNAL_DIRS)
+
+
 def succeeded(claim: ClaimedTask, started: datetime, now: datetime) -> Outcome:
     """A one-off task is deleted; a recurring one moves to its next occurrence."""
     if claim.run_type != RunType.RECURRING:
@@ -109,7 +129,7 @@ def failed(
         "attempts": attempts,
         "last_run_at": started,
         "last_error": f"{type(exc).__name__}: {exc}".splitlines()[0][:ERROR_MAX_CHARS],
-        "last_traceback": "".join(traceback.format_exception(exc))[-TRACEBACK_MAX_CHARS:],
+        "last_traceback": user_traceback(exc)[-TRACEBACK_MAX_CHARS:],
     }
     limit = claim.max_retries if claim.max_retries is not None else max_retries
     if isinstance(exc, BadTaskError):

@@ -88,12 +88,16 @@ def adapt_rows(connection: BaseDatabaseWrapper, rows: list[tuple[Any, ...]]) -> 
     """Rows as the driver takes them: PostgreSQL takes them as they are."""
     if connection.vendor == "postgresql":
         return rows
+    adapted_times: dict[Any, Any] = {None: None}  # a batch shares its "now" stamps
     adapt_datetime = connection.ops.adapt_datetimefield_value
     adapted = []
     for row in rows:
         values = list(row)
         for i in DATETIME_POSITIONS:
-            values[i] = adapt_datetime(values[i])
+            value = values[i]
+            if value not in adapted_times:
+                adapted_times[value] = adapt_datetime(value)
+            values[i] = adapted_times[value]
         for i in DURATION_POSITIONS:
             if values[i] is not None:
                 values[i] = duration_microseconds(values[i])

@@ -39,13 +39,22 @@ def check_identifier(value: Any, field: str, max_length: int, task_id: str | Non
         )
 
 
+def type_name(value: Any) -> str:
+    """The name of ``value``'s type; a subclass of a builtin type (a form's JSON string) is
+    named by that builtin."""
+    for builtin in (bool, int, float, str, list, tuple, dict):
+        if isinstance(value, builtin):
+            return builtin.__name__
+    return type(value).__name__
+
+
 def kwargs_to_json(kwargs: Any, task_id: str | None = None, max_bytes: int | None = None) -> str:
     """``kwargs`` as JSON text; it must be a dict with string keys and JSON-serialisable values."""
     if kwargs is None:
         return "{}"
     if not isinstance(kwargs, dict):
         raise InvalidTaskError(
-            f"kwargs must be a dict, not {type(kwargs).__name__}", task_id=task_id, field="kwargs"
+            f"kwargs must be a dict, not {type_name(kwargs)}", task_id=task_id, field="kwargs"
         )
     for key in kwargs:
         if type(key) is not str:

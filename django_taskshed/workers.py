@@ -140,12 +140,14 @@ class EventDrivenWorker:
             pid=os.getpid(),
             started_at=now,
             heartbeat_at=now,
+            expires_at=now + timedelta(seconds=self.options.lease),
             callbacks=sorted(self.callbacks),
         )
         self._heartbeat = Heartbeat(
             record, self.datastore.using, self.options.lease, self._held_tokens, self.running_count
         )
         await sync_to_async(self._heartbeat.start)()
+        notifications.LOCAL_WORKERS.add(self)
         layer = notifications.channel_layer()
         if layer is not None:
             self._listener = notifications.GroupListener(layer, taskshed_settings.GROUP, self._hint)
@@ -367,6 +369,7 @@ class EventDrivenWorker:
                 len(stuck),
                 ", ".join(sorted(stuck)),
             )
+        notifications.LOCAL_WORKERS.discard(self)
         if self._listener is not None:
             await self._listener.close()
         if self._heartbeat is not None:

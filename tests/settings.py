@@ -24,6 +24,7 @@ INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "django.contrib.staticfiles",  # the live server serves the admin's and the app's CSS
     "channels",
     "django_taskshed",
     "tests.testapp",

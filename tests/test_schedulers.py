@@ -830,7 +830,8 @@ def test_the_message_survives_the_redis_serializer(run_at):
     message = changed_message(run_at)
     assert message == {
         "type": "taskshed.changed",
-        "run_at": None if run_at is None else run_at.isoformat(),
+        # Hints travel in UTC, whatever zone the change was made in.
+        "run_at": None if run_at is None else run_at.astimezone(dt_timezone.utc).isoformat(),
     }
     received = layer.deserialize(layer.serialize(message))
     assert received == message
