@@ -111,6 +111,7 @@ class EventDrivenWorker:
         self._executor: ThreadPoolExecutor | None = None
         self._heartbeat: Heartbeat | None = None
         self._listener: notifications.GroupListener | None = None
+        self._closing: asyncio.Task[None] | None = None
 
     # -- public API ---------------------------------------------------------------------
 
@@ -341,34 +342,52 @@ class EventDrivenWorker:
     # -- stopping -----------------------------------------------------------------------
 
     async def _drain(self) -> None:
-        """Finish in-flight work within the shutdown timeout, release the rest, unregister."""
+        """Finish in-flight work within the shutdown timeout, release the rest, unregister.
+
+        A sync callback cannot be stopped: its task stays leased (the heartbeat goes on
+        renewing it) until its thread returns; only then does the worker close.
+        """
         timeout = self.options.shutdown_timeout if self._stopping else None
+        stuck: list[asyncio.Task[None]] = []
         if self._running:
             _, pending = await asyncio.wait(set(self._running), timeout=timeout)
-            abandoned = [
-                task for task in pending if self._running[task].task_id not in self._sync_running
-            ]
-            for task in abandoned:
-                task.cancel()
-            await asyncio.gather(*abandoned, return_exceptions=True)
+            for task in pending:
+                if self._running[task].task_id in self._sync_running:
+                    stuck.append(task)
+                else:
+                    task.cancel()
+            await asyncio.gather(*(t for t in pending if t not in stuck), return_exceptions=True)
+        await self._settle_and_release()
+        if stuck:
+            logger.warning(
+                "worker %s: %d sync callback(s) outlived the shutdown timeout; their tasks stay "
+                "leased until they return: %s",
+                self.worker_id,
+                len(stuck),
+                ", ".join(sorted(self._sync_running)),
+            )
+            self._closing = asyncio.create_task(self._close_after(stuck))
+        else:
+            await self._close()
+
+    async def _settle_and_release(self) -> None:
         if self._flushing is not None:
             await self._flushing
         await self._flush()
-        stuck = self._sync_running.copy()
         with self._held_lock:
-            unfinished = [c for c in self._held.values() if c.task_id not in stuck]
+            unfinished = [c for c in self._held.values() if c.task_id not in self._sync_running]
         if unfinished:
             released = await sync_to_async(leases.release)(
                 self.datastore.using, self.worker_id, unfinished
             )
             logger.info("worker %s released %d unfinished task(s)", self.worker_id, released)
-        if stuck:
-            logger.warning(
-                "worker %s: %d sync callback(s) still running; their leases will expire: %s",
-                self.worker_id,
-                len(stuck),
-                ", ".join(sorted(stuck)),
-            )
+
+    async def _close_after(self, stuck: list[asyncio.Task[None]]) -> None:
+        await asyncio.gather(*stuck, return_exceptions=True)
+        await self._settle_and_release()
+        await self._close()
+
+    async def _close(self) -> None:
         notifications.LOCAL_WORKERS.discard(self)
         if self._listener is not None:
             await self._listener.close()

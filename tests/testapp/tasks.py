@@ -83,7 +83,7 @@ async def hang(key: str) -> None:
 
 @register_callback("flaky")
 async def flaky(key: str, failures: int) -> None:
-    """Raise on the first ``failures`` attempts, then succeed; attempts are counted in the ledger."""
+    """Raise on the first ``failures`` attempts, then succeed (attempts counted in the ledger)."""
     earlier = await sync_to_async(_attempts)(key)
     await sync_to_async(_start)(key, "flaky", {"attempt": earlier + 1}, finished=True)
     if earlier < failures:

@@ -62,10 +62,6 @@ class Command(BaseCommand):
         )
         asyncio.run(self._serve(worker))
         connections.close_all()
-        if worker.stuck_sync_callbacks:
-            # Threads of sync callbacks cannot be stopped; do not wait for them at exit.
-            sys.stdout.flush()
-            os._exit(0)
 
     async def _serve(self, worker: EventDrivenWorker) -> None:
         loop = asyncio.get_running_loop()
@@ -86,6 +82,16 @@ class Command(BaseCommand):
         self.stdout.write(await sync_to_async(self._banner)(worker))
         self.stdout.flush()
         await worker.wait_stopped()
+        if worker.stuck_sync_callbacks:
+            # A sync callback's thread cannot be stopped, and waiting for it would overrun the
+            # shutdown timeout: exit now. Its task stays leased until the lease lapses (the
+            # heartbeat dies with the process), then another worker runs it; never both.
+            logger.warning(
+                "exiting with sync callback(s) still running: %s", worker.stuck_sync_callbacks
+            )
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
 
     def _banner(self, worker: EventDrivenWorker) -> str:
         using = worker.datastore.using
