@@ -1,7 +1,8 @@
 """Django settings for the test suite, chosen by environment.
 
 ``DATABASE_URL`` (parsed by dj-database-url) selects the database; unset means an SQLite
-file. ``REDIS_URL`` selects channels_redis; unset means the in-memory channel layer.
+file. ``REDIS_URL`` selects channels_redis (unless ``TASKSHED_TEST_LAYER=memory``); unset
+means the in-memory channel layer.
 The SQLite file lives in ``TASKSHED_TEST_TMPDIR`` (created once, then inherited through the
 environment) so that ``runtaskworker`` subprocesses started by the tests share it.
 """
@@ -102,7 +103,9 @@ def _tune_database(database: dict) -> dict:
 DATABASES = {"default": _tune_database(_database_from_env())}
 
 REDIS_URL = os.environ.get("REDIS_URL") or None
-if REDIS_URL:
+# The layer the suite runs on: channels_redis when REDIS_URL is set, unless
+# TASKSHED_TEST_LAYER=memory keeps the in-memory one (Redis tests still get REDIS_URL).
+if REDIS_URL and os.environ.get("TASKSHED_TEST_LAYER", "redis") == "redis":
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",

@@ -24,7 +24,7 @@ def test_database_and_layer_follow_the_environment():
     elif not database_url:
         assert engine == "django.db.backends.sqlite3"
         assert settings.DATABASES["default"]["TEST"]["NAME"].endswith(".sqlite3")
-    if os.environ.get("REDIS_URL"):
+    if os.environ.get("REDIS_URL") and os.environ.get("TASKSHED_TEST_LAYER") != "memory":
         assert layer == "channels_redis.core.RedisChannelLayer"
     else:
         assert layer == "channels.layers.InMemoryChannelLayer"

@@ -54,10 +54,11 @@ def worker_env(taskshed: dict[str, Any] | None = None) -> dict[str, str]:
         PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p),
         PYTHONUNBUFFERED="1",
     )
-    layer = settings.CHANNEL_LAYERS["default"]
+    prefix = settings.CHANNEL_LAYERS["default"].get("CONFIG", {}).get("prefix")
     if settings.REDIS_URL:
         env["REDIS_URL"] = settings.REDIS_URL
-        env["TASKSHED_TEST_LAYER_PREFIX"] = layer["CONFIG"]["prefix"]
+    if prefix:  # the same Redis groups as this test run (TASKSHED_TEST_LAYER is inherited)
+        env["TASKSHED_TEST_LAYER_PREFIX"] = prefix
     if taskshed:
         env["TASKSHED_TEST_SETTINGS"] = json.dumps(taskshed)
     return env
