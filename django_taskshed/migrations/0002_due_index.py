@@ -35,4 +35,8 @@ def drop_due_index(apps, schema_editor):
 class Migration(migrations.Migration):
     dependencies = [("django_taskshed", "0001_initial")]
 
-    operations = [migrations.RunPython(create_due_index, drop_due_index, elidable=False)]
+    # MySQL cannot run DDL inside a transaction.
+    atomic = False
+    operations = [
+        migrations.RunPython(create_due_index, drop_due_index, atomic=False, elidable=False)
+    ]
