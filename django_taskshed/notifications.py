@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 MESSAGE_TYPE = "taskshed.changed"
 SEND_TIMEOUT = 0.5  # seconds a failing layer may hold up the caller
 RETRY_MIN, RETRY_MAX = 0.2, 5.0  # seconds between attempts to rejoin the layer
+CLOSE_ATTEMPTS = 5
 
 
 class Wakeable(Protocol):
@@ -172,10 +173,11 @@ def notify_on_commit(run_at: datetime | None, using: str, worker: Wakeable | Non
     run_at = as_hint(run_at)
     connection = connections[using]
     if connection.in_atomic_block:
-        savepoints = set(connection.savepoint_ids)
+        # Any pending notice of this transaction will do: one registered in a savepoint that
+        # rolls back is dropped by Django with it, and a merge only makes a hint earlier.
         for entry in connection.run_on_commit:
             func = entry[1]
-            if isinstance(func, PendingNotice) and func.worker is worker and entry[0] == savepoints:
+            if isinstance(func, PendingNotice) and func.worker is worker:
                 func.merge(run_at)
                 return
     transaction.on_commit(PendingNotice(run_at, worker), using=using, robust=True)
@@ -194,6 +196,7 @@ class GroupListener:
         self.channel: str | None = None
         self.renew_every = max(getattr(layer, "group_expiry", 86400) / 3, 0.05)
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
         self.joined = asyncio.Event()
 
     def start(self) -> None:
@@ -203,9 +206,18 @@ class GroupListener:
         ]
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Stop listening and leave the group. A layer call may swallow a cancellation
+        (seen with channels_redis mid-join), so cancel again until the tasks end."""
+        self._closing = True
+        for _ in range(CLOSE_ATTEMPTS):
+            pending = [task for task in self._tasks if not task.done()]
+            if not pending:
+                break
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=SEND_TIMEOUT)
+        else:
+            logger.warning("the listener of group %s did not stop; leaving it", self.group)
         if self.channel is not None:
             try:
                 await asyncio.wait_for(
@@ -222,7 +234,7 @@ class GroupListener:
 
     async def _receive(self) -> None:
         backoff = RETRY_MIN
-        while True:
+        while not self._closing:
             try:
                 if not self.joined.is_set():
                     await self._join()
@@ -230,6 +242,9 @@ class GroupListener:
                 backoff = RETRY_MIN
             except asyncio.CancelledError:
                 raise
+            except (ValueError, TypeError) as exc:  # a message the layer could not decode
+                logger.warning("dropped an undecodable message on group %s: %s", self.group, exc)
+                continue
             except Exception as exc:
                 self.joined.clear()
                 logger.warning("channel layer unavailable (%s); retrying in %.1f s", exc, backoff)
@@ -239,7 +254,7 @@ class GroupListener:
             self._handle(message)
 
     async def _renew(self) -> None:
-        while True:
+        while not self._closing:
             await asyncio.sleep(self.renew_every)
             try:
                 await self._join()

@@ -31,6 +31,7 @@ ERROR_BACKOFF = 1.0  # seconds to wait after a failed database step
 # Tasks due this soon are claimed early and started by the event loop's timer at their
 # run_at, so the claim's round trips do not make them late.
 CLAIM_AHEAD = 0.05
+JOIN_TIMEOUT = 1.0  # seconds start() waits to join the group before going on without it
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,12 @@ class EventDrivenWorker:
         if layer is not None:
             self._listener = notifications.GroupListener(layer, taskshed_settings.GROUP, self._hint)
             self._listener.start()
+            try:  # in the group before start() returns, so no notification falls in between
+                await asyncio.wait_for(self._listener.joined.wait(), JOIN_TIMEOUT)
+            except asyncio.TimeoutError:
+                logger.warning(
+                    "worker %s: the channel layer is not answering; polling", self.worker_id
+                )
         self._main = asyncio.create_task(self._run(), name=f"taskshed-worker:{self.worker_id}")
         logger.info("worker %s started", self.worker_id)
 
