@@ -126,7 +126,7 @@ class EventDrivenWorker:
 
     async def start(self) -> None:
         """Register this worker and start claiming; calling it again does nothing."""
-        if self._main is not None:
+        if self._loop is not None:
             return
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
