@@ -12,6 +12,7 @@ from django.utils import timezone
 from . import sql
 from .conf import taskshed_settings
 from .exceptions import InvalidTaskError
+from .leases import RUNNABLE
 from .models import ID_MAX_LENGTH, Task, TaskExecutionTime
 from .validation import aware_utc, check_identifier, task_row
 
@@ -115,7 +116,7 @@ class DjangoDataStore:
 
     def next_run_at(self) -> datetime | None:
         """The earliest run_at of a task that can run (not paused, not failed)."""
-        query = self.tasks().filter(paused=False, failed_at__isnull=True)
+        query = self.tasks().filter(RUNNABLE)
         return query.aggregate(next=Min("run_at"))["next"]
 
     def update_execution_times(self, times: Iterable[TaskExecutionTime]) -> datetime | None:

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connections, transaction
-from django.db.models import Q
+from django.db.models import Q, Value
 from django.utils import timezone
 
 from .models import Task
@@ -23,6 +23,10 @@ CLAIM_FIELDS = (
     "task_id", "callback", "kwargs", "run_at", "run_type", "interval", "coalesce",
     "max_retries", "timeout", "attempts", "updated_at",
 )  # fmt: skip
+# Tasks that can run at all, written "paused = <false>" on every database and Django version
+# (a bare False is written "NOT paused" on SQLite by Django 5.2 and "paused = 0" by 6.x), so
+# that the due index's condition matches it.
+RUNNABLE = Q(paused=Value(False), failed_at__isnull=True)
 LEASE_CLEARED = {"lease_owner": None, "lease_expires_at": None, "claim_token": None}
 
 
@@ -63,7 +67,7 @@ class SettleReport:
 def due(now: datetime, until: datetime | None = None) -> Q:
     """Tasks due by ``until`` (default now): not paused, not failed, not under a live lease."""
     free = Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now)
-    return Q(paused=False, failed_at__isnull=True, run_at__lte=until or now) & free
+    return RUNNABLE & Q(run_at__lte=until or now) & free
 
 
 def claim_due_tasks(
@@ -165,7 +169,5 @@ def _write_changes(tasks: Any, outcomes: list[Outcome]) -> None:
 
 def next_run_at(using: str) -> datetime | None:
     """The earliest run_at of a task that is free to run (no lease); None if there is none."""
-    free = Task.objects.using(using).filter(
-        paused=False, failed_at__isnull=True, lease_expires_at__isnull=True
-    )
+    free = Task.objects.using(using).filter(RUNNABLE, lease_expires_at__isnull=True)
     return free.order_by("run_at").values_list("run_at", flat=True).first()

@@ -31,6 +31,7 @@ ERROR_BACKOFF = 1.0  # seconds to wait after a failed database step
 # Tasks due this soon are claimed early and started by the event loop's timer at their
 # run_at, so the claim's round trips do not make them late.
 CLAIM_AHEAD = 0.05
+MIN_NAP = 0.002
 JOIN_TIMEOUT = 1.0  # seconds start() waits to join the group before going on without it
 
 
@@ -223,13 +224,13 @@ class EventDrivenWorker:
 
     async def _claim_batch(self) -> bool:
         """Claim and start what is due; True if a full batch came (more may be due)."""
+        self._wake.clear()  # what comes from here on wakes the next sleep
         limit = min(self.options.batch_size, self.options.concurrency - len(self._running))
         if self.options.max_tasks is not None:
             limit = min(limit, self.options.max_tasks - self.claimed_count)
         if limit <= 0:
             return False
         self._deadline = None  # until the next deadline is known, any hint wakes
-        self._wake.clear()
         claims = await sync_to_async(leases.claim_due_tasks)(
             self.datastore.using, self.worker_id, limit, self.options.lease, CLAIM_AHEAD
         )
@@ -247,15 +248,17 @@ class EventDrivenWorker:
             if next_run is not None:
                 deadline = min(deadline, next_run - timedelta(seconds=CLAIM_AHEAD))
         self._deadline = deadline
-        await self._nap((deadline - timezone.now()).total_seconds())
+        # A due task the claim did not get (locked by another worker's claim) must not make
+        # this loop spin: nap at least a moment.
+        await self._nap(max((deadline - timezone.now()).total_seconds(), MIN_NAP))
 
     async def _nap(self, seconds: float) -> None:
-        if seconds <= 0:
-            return
+        """Wait for a wake-up or ``seconds``; always yields to the event loop."""
         try:
             await asyncio.wait_for(self._wake.wait(), seconds)
         except asyncio.TimeoutError:
             pass
+        await asyncio.sleep(0)  # an already-set event returns without yielding (Python 3.12)
 
     def _done_claiming(self) -> bool:
         limit = self.options.max_tasks

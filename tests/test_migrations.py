@@ -41,7 +41,7 @@ def test_the_migrated_table_has_the_index_and_constraints():
 
 DUE_QUERIES = {
     # The question the index is for: what may run now, earliest first.
-    "due": lambda now: Q(paused=False, failed_at__isnull=True, run_at__lte=now),
+    "due": lambda now: leases.RUNNABLE & Q(run_at__lte=now),
     # The worker's claim asks it with the lease condition added.
     "leases.due": lambda now: leases.due(now),
 }

@@ -1,9 +1,10 @@
 """The index of the due query, made per database.
 
-PostgreSQL and SQLite get a partial index over the tasks that can run, which matches the
-query Django writes (``NOT paused AND failed_at IS NULL``); MySQL/MariaDB, which has no
-partial indexes and compares ``paused = false``, gets a composite one. It lives outside
-``Meta.indexes`` because Django would skip a partial index on MySQL with a warning.
+PostgreSQL and SQLite get a partial index over the tasks that can run, whose condition
+matches the query's ``paused = <false> AND failed_at IS NULL`` (see ``leases.RUNNABLE``);
+MySQL/MariaDB, which has no partial indexes, gets a composite one.
+It lives outside ``Meta.indexes`` because Django would skip a partial index on MySQL with
+a warning.
 """
 
 from django.db import migrations
@@ -17,9 +18,10 @@ def create_due_index(apps, schema_editor):
     if schema_editor.connection.vendor == "mysql":
         sql = f"CREATE INDEX {qn(INDEX)} ON {qn(TABLE)} ({qn('paused')}, {qn('failed_at')}, {qn('run_at')})"
     else:
+        runnable = "false" if schema_editor.connection.vendor == "postgresql" else "0"
         sql = (
             f"CREATE INDEX {qn(INDEX)} ON {qn(TABLE)} ({qn('run_at')}) "
-            f"WHERE NOT {qn('paused')} AND {qn('failed_at')} IS NULL"
+            f"WHERE {qn('paused')} = {runnable} AND {qn('failed_at')} IS NULL"
         )
     schema_editor.execute(sql)
 
