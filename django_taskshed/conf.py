@@ -12,7 +12,7 @@ DEFAULTS: dict[str, Any] = {
     "POLL_INTERVAL": 5.0,
     "LEASE_SECONDS": 60.0,
     "BATCH_SIZE": 100,
-    "CONCURRENCY": 20,
+    "CONCURRENCY": 100,
     "MAX_RETRIES": 0,
     "RETRY_BACKOFF": 5.0,
     "TIMEOUT": None,

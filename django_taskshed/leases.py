@@ -76,8 +76,8 @@ def claim_due_tasks(
     """Claim up to ``limit`` tasks due within ``ahead`` seconds, earliest first.
 
     PostgreSQL and MySQL lock the picked rows with ``SELECT ... FOR UPDATE SKIP LOCKED``;
-    SQLite picks and leases them in one conditional ``UPDATE``. Either way no task is
-    claimed twice.
+    SQLite, which has no row locks, leases them with a conditional ``UPDATE``. Either way
+    no task is claimed twice.
     """
     now = timezone.now()
     until = now + timedelta(seconds=ahead)
@@ -94,9 +94,15 @@ def claim_due_tasks(
             if rows:
                 tasks.filter(pk__in=[row["task_id"] for row in rows]).update(**lease)
         else:
-            picked = tasks.filter(due(now, until)).order_by("run_at").values("pk")[:limit]
-            claimed = tasks.filter(due(now, until), pk__in=picked).update(**lease)
-            rows = list(tasks.filter(claim_token=token).values(*CLAIM_FIELDS)) if claimed else []
+            # The UPDATE re-checks the due condition, so a row another claim took between
+            # the two statements is not taken twice; the rows are read back by primary key.
+            picked = list(
+                tasks.filter(due(now, until)).order_by("run_at").values_list("pk")[:limit]
+            )
+            ids = [pk for (pk,) in picked]
+            claimed = tasks.filter(due(now, until), pk__in=ids).update(**lease) if ids else 0
+            held = tasks.filter(pk__in=ids, claim_token=token)
+            rows = list(held.order_by("run_at").values(*CLAIM_FIELDS)) if claimed else []
     return [ClaimedTask(claim_token=token, **row) for row in rows]
 
 

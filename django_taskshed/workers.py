@@ -32,6 +32,7 @@ ERROR_BACKOFF = 1.0  # seconds to wait after a failed database step
 # run_at, so the claim's round trips do not make them late.
 CLAIM_AHEAD = 0.05
 MIN_NAP = 0.002
+SYNC_THREADS = 32  # sync callbacks run in at most this many threads (each may hold a connection)
 JOIN_TIMEOUT = 1.0  # seconds start() waits to join the group before going on without it
 
 
@@ -134,7 +135,8 @@ class EventDrivenWorker:
         if self.callbacks is None:
             self.callbacks = get_callbacks()
         self._executor = ThreadPoolExecutor(
-            max_workers=self.options.concurrency, thread_name_prefix="taskshed-callback"
+            max_workers=min(self.options.concurrency, SYNC_THREADS),
+            thread_name_prefix="taskshed-callback",
         )
         now = timezone.now()
         record = WorkerRecord(
