@@ -76,6 +76,8 @@ class DjangoDataStore:
             return None
         with transaction.atomic(using=self.using):
             sql.insert_tasks(connections[self.using], rows, replace_existing)
+        if len(rows) >= sql.ANALYZE_AFTER_ROWS:
+            sql.refresh_statistics(connections[self.using])
         return min(row[3] for row in rows)
 
     def add_task(self, task: Task, *, replace_existing: bool = True) -> Task:

@@ -1,12 +1,16 @@
 """Hand-written SQL for the hot paths (bulk and single upserts), one dialect per vendor."""
 
 import json
+import logging
 from typing import Any
 
+from django.db import DatabaseError, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils.duration import duration_microseconds
 
 from .models import Task
+
+logger = logging.getLogger(__name__)
 
 INSERT_COLUMNS = (
     "task_id", "callback", "kwargs", "run_at", "run_type", "interval", "group_id", "paused",
@@ -33,6 +37,11 @@ KEPT_COLUMNS = (
 )  # fmt: skip
 KEPT_DATETIMES = ("created_at", "lease_expires_at", "last_run_at")
 DATETIME_POSITIONS = (3, 8, 12, 13)
+# A batch this large can change the table's statistics enough that PostgreSQL's planner,
+# still thinking the table small, claims with a bitmap scan and a sort over every due row
+# instead of walking the due index to its LIMIT (measured: 3,600 vs 5,800 tasks/s).
+ANALYZE_AFTER_ROWS = 5000
+ANALYZE_LOCK_TIMEOUT = "200ms"
 # PostgreSQL inserts a batch as one statement over arrays, one per column (unnest).
 PG_ARRAY_TYPES = (
     "text", "text", "jsonb", "timestamptz", "text", "interval", "text", "bool",
@@ -149,3 +158,15 @@ def task_from_row(row: tuple[Any, ...], kept: dict[str, Any], using: str) -> Tas
     task._state.adding = False
     task._state.db = using
     return task
+
+
+def refresh_statistics(connection: BaseDatabaseWrapper) -> None:
+    """PostgreSQL: ANALYZE the task table, unless another ANALYZE or VACUUM holds it."""
+    if connection.vendor != "postgresql":
+        return
+    try:
+        with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+            cursor.execute(f"SET LOCAL lock_timeout = '{ANALYZE_LOCK_TIMEOUT}'")
+            cursor.execute(f"ANALYZE {connection.ops.quote_name(Task._meta.db_table)}")
+    except DatabaseError:
+        logger.debug("skipped ANALYZE of the task table", exc_info=True)

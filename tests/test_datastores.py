@@ -331,3 +331,25 @@ async def test_async_twins_run_the_sync_operations(store):
     assert await store.aremove_tasks(["a"]) == 1
     assert await store.aremove_all_tasks() == 2
     assert await Task.objects.acount() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_large_batch_refreshes_postgresql_statistics(store):
+    """After a batch of ANALYZE_AFTER_ROWS or more, the planner knows the table's size."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("statistics are refreshed on PostgreSQL only")
+
+    def estimated_rows() -> float:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT reltuples FROM pg_class WHERE oid = %s::regclass", [Task._meta.db_table]
+            )
+            return cursor.fetchone()[0]
+
+    small = sql.ANALYZE_AFTER_ROWS - 1
+    store.add_tasks([row(f"s{i}") for i in range(small)])
+    assert estimated_rows() < small  # below the threshold: left to autovacuum
+    store.add_tasks([row(f"l{i}") for i in range(sql.ANALYZE_AFTER_ROWS)])
+    assert estimated_rows() == pytest.approx(small + sql.ANALYZE_AFTER_ROWS, rel=0.05)
