@@ -1,0 +1,502 @@
+"""What throughput.py and lag.py share: databases, the worker subprocess, CPU counters, tables."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import psycopg
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TABLE = "django_taskshed_task"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+WORKER_APP_NAME = "taskshed-bench-worker"  # application_name of the worker's PostgreSQL sessions
+
+
+# --- databases -------------------------------------------------------------------------------
+
+
+class SqliteTarget:
+    """A fresh SQLite file in a temporary directory.
+
+    Options as the example project sets them for a worker sharing the file (lock timeout
+    20 s, ``BEGIN IMMEDIATE``); journal mode and synchronous are SQLite's defaults.
+    """
+
+    alias = "sqlite"
+    title = "SQLite"
+
+    def __init__(self, prefix: str) -> None:
+        self.directory = tempfile.mkdtemp(prefix=f"{prefix}-sqlite-", dir=scratch_root())
+        self.path = os.path.join(self.directory, "bench.sqlite3")
+
+    def django_settings(self) -> dict[str, Any]:
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": self.path,
+            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+        }
+
+    def server_version(self) -> str | None:
+        return None
+
+    def notes(self) -> list[str]:
+        with sqlite3.connect(self.path) as raw:
+            journal = raw.execute("PRAGMA journal_mode").fetchone()[0]
+            synchronous = raw.execute("PRAGMA synchronous").fetchone()[0]
+        names = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+        return [
+            f"file {self.path} on {filesystem_of(self.directory)}, new for this invocation",
+            f"journal_mode={journal}, synchronous={names.get(synchronous, synchronous)} (defaults);"
+            " Django OPTIONS timeout=20, transaction_mode=IMMEDIATE (as the example project)",
+        ]
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class PostgresTarget:
+    """A dedicated database, created if missing; its task table is remade for each invocation."""
+
+    alias = "postgres"
+    title = "PostgreSQL"
+
+    def __init__(self, name: str, host: str, port: int, user: str) -> None:
+        self.name = name
+        self.params = {"host": host, "port": port, "user": user}
+        with psycopg.connect(dbname="postgres", autocommit=True, **self.params) as admin:
+            exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+            if not exists.fetchone():
+                admin.execute(f'CREATE DATABASE "{name}"')
+            self.version = admin.execute("SHOW server_version").fetchone()[0]
+            self.server_settings = {
+                key: admin.execute(f"SHOW {key}").fetchone()[0]
+                for key in ("fsync", "synchronous_commit", "shared_buffers")
+            }
+
+    def django_settings(self, application_name: str | None = None) -> dict[str, Any]:
+        database = {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": self.name,
+            "HOST": self.params["host"],
+            "PORT": str(self.params["port"]),
+            "USER": self.params["user"],
+        }
+        if application_name:
+            database["OPTIONS"] = {"application_name": application_name}
+        return database
+
+    def server_version(self) -> str | None:
+        return self.version
+
+    def notes(self) -> list[str]:
+        server = ", ".join(f"{k}={v}" for k, v in self.server_settings.items())
+        where = f"{self.params['user']}@{self.params['host']}:{self.params['port']}/{self.name}"
+        return [
+            f"database {where}; task table dropped and re-migrated for this invocation",
+            f"server settings as found: {server}",
+        ]
+
+    def backend_pids(self, application_name: str) -> list[int]:
+        """Server processes serving sessions with this application_name."""
+        with psycopg.connect(dbname="postgres", autocommit=True, **self.params) as admin:
+            rows = admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = %s",
+                [self.name, application_name],
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def activity(self) -> dict[str, int]:
+        """Cumulative server statistics of this database and its task table (for deltas)."""
+        with psycopg.connect(dbname=self.name, autocommit=True, **self.params) as conn:
+            commits = conn.execute(
+                "SELECT xact_commit FROM pg_stat_database WHERE datname = %s", [self.name]
+            ).fetchone()[0]
+            row = conn.execute(
+                "SELECT coalesce(seq_scan, 0), coalesce(seq_tup_read, 0), coalesce(idx_scan, 0),"
+                " coalesce(idx_tup_fetch, 0) FROM pg_stat_user_tables WHERE relname = %s",
+                [TABLE],
+            ).fetchone()
+            due_index = conn.execute(
+                "SELECT coalesce(idx_scan, 0), coalesce(idx_tup_read, 0)"
+                " FROM pg_stat_user_indexes WHERE indexrelname = 'taskshed_due_idx'"
+            ).fetchone()
+        names = ("seq_scan", "seq_tup_read", "idx_scan", "idx_tup_fetch")
+        values = {"xact_commit": commits, **dict(zip(names, row, strict=True))}
+        values["due_idx_scan"], values["due_idx_tup_read"] = due_index or (0, 0)
+        return values
+
+    def cleanup(self) -> None:
+        pass
+
+
+def filesystem_of(path: str) -> str:
+    """The file system type ``path`` lives on, from /proc/mounts where there is one."""
+    try:
+        mounts = [line.split()[1:3] for line in Path("/proc/mounts").read_text().splitlines()]
+    except OSError:
+        return "an unknown file system"
+    real = os.path.realpath(path)
+    matches = [(m, t) for m, t in mounts if real == m or real.startswith(m.rstrip("/") + "/")]
+    mount, kind = max(matches, key=lambda mt: len(mt[0]), default=("?", "?"))
+    return f"{kind} ({mount})"
+
+
+def make_targets(choice: str, pg_name: str, args: Any) -> list[Any]:
+    """The databases to measure; the SQLite file's directory is named after ``pg_name``."""
+    targets: list[Any] = []
+    if choice in ("sqlite", "both"):
+        targets.append(SqliteTarget(pg_name.replace("_", "-")))
+    if choice in ("postgres", "both"):
+        targets.append(PostgresTarget(pg_name, args.pg_host, args.pg_port, args.pg_user))
+    return targets
+
+
+def scratch_root() -> str | None:
+    """Where scratch directories go: away from the shared temporary directory, which other
+    sessions' test runs clean up. The directories themselves are made by mkdtemp (mode 0700)."""
+    root = "/var/tmp"  # noqa: S108
+    return root if os.path.isdir(root) else None
+
+
+def add_database_arguments(parser: Any, default: str) -> None:
+    parser.add_argument("--database", choices=["sqlite", "postgres", "both"], default=default)
+    parser.add_argument("--pg-host", default="127.0.0.1")
+    parser.add_argument("--pg-port", type=int, default=5432)
+    parser.add_argument("--pg-user", default="postgres", help="password, if any: PGPASSWORD")
+
+
+# --- Django ----------------------------------------------------------------------------------
+
+
+def configure_django(
+    targets: list[Any], channel_layers: dict[str, Any] | None, taskshed: dict[str, Any]
+) -> None:
+    """This process's settings: one alias per database under test, no default database."""
+    sys.path.insert(0, str(REPO_ROOT))  # measure this checkout, whatever is installed
+    import django
+    from django.conf import settings
+
+    from benchmarks import bench_settings
+
+    databases = {"default": {}, **{t.alias: t.django_settings() for t in targets}}
+    settings.configure(**bench_settings.build(databases, channel_layers, taskshed))
+    django.setup()
+
+
+def migrate(alias: str) -> None:
+    """Remake the task table from the checkout's migrations, then migrate everything."""
+    from django.core.management import call_command
+
+    call_command("migrate", "django_taskshed", "zero", database=alias, verbosity=0)
+    call_command("migrate", database=alias, verbosity=0)
+
+
+def clear_tasks(alias: str) -> None:
+    from django.db import connections
+
+    from django_taskshed.models import Task, WorkerRecord
+
+    Task.objects.using(alias)._raw_delete(alias)
+    WorkerRecord.objects.using(alias).all().delete()
+    connections[alias].close()
+
+
+def count_tasks(alias: str) -> int:
+    from django.db import connections
+
+    from django_taskshed.models import Task
+
+    try:
+        return Task.objects.using(alias).count()
+    finally:
+        connections[alias].close()
+
+
+# --- the worker subprocess -------------------------------------------------------------------
+
+
+class WorkerProcess:
+    """``python -m django runtaskworker`` (what ``manage.py runtaskworker`` runs), started now.
+
+    Its stdout is read by a thread that timestamps the start-up banner; its stderr goes to a
+    file (shown if it fails).
+    """
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        flags: Sequence[str],
+        log_dir: str,
+        name: str,
+        wrapper: Sequence[str] = (),
+    ) -> None:
+        self.flags = list(flags)
+        self.command = [sys.executable, "-m", "django", "runtaskworker", *self.flags]
+        self.stderr_path = os.path.join(log_dir, f"{name}.stderr")
+        self.banner: str | None = None
+        self.banner_at: float | None = None
+        self.ready = threading.Event()
+        self.lines: list[str] = []
+        full_env = {**os.environ, **env, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
+        self._stderr: IO[bytes] = open(self.stderr_path, "wb")  # noqa: SIM115
+        self.started_at = time.time()
+        self.proc = subprocess.Popen(
+            [*wrapper, *self.command],
+            cwd=REPO_ROOT,
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+        )
+        self.pid = self.proc.pid
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None  # noqa: S101
+        for line in self.proc.stdout:
+            if self.banner is None and "taskshed worker" in line and "started" in line:
+                self.banner_at = time.time()
+                self.banner = line.strip()
+                self.ready.set()
+            self.lines.append(line)
+        self.ready.set()  # also when it exits without a banner
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        if not self.ready.wait(timeout) or self.banner is None:
+            self.kill()
+            raise RuntimeError(f"worker did not start:\n{self.stderr_tail()}")
+
+    def wait4(self, timeout: float | None = None) -> tuple[int, Any, float]:
+        """Wait for the exit: (exit code, resource usage of the process, exit time)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            pid, status, usage = os.wait4(self.pid, os.WNOHANG)
+            if pid:
+                exited = time.time()
+                self.proc.returncode = os.waitstatus_to_exitcode(status)
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError
+            time.sleep(0.005)
+        self._reader.join(timeout=5)
+        self._stderr.close()
+        return self.proc.returncode, usage, exited
+
+    def terminate(self, grace: float = 10.0) -> int:
+        if self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                return self.wait4(grace)[0]
+            except TimeoutError:
+                self.kill()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+            self.wait4()
+
+    def stderr_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(Path(self.stderr_path).read_text().splitlines()[-lines:])
+        except OSError:
+            return "(no stderr)"
+
+
+# --- CPU counters from /proc -----------------------------------------------------------------
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()  # fields from 3 (state) on
+
+
+def process_cpu(pid: int) -> float | None:
+    """utime + stime of a live process (all its threads), in seconds."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def postgres_server_cpu() -> float | None:
+    """CPU seconds of every ``postgres`` process, plus the exited backends the postmaster reaped
+    (its cutime + cstime). None where /proc shows no PostgreSQL server."""
+    processes = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != "postgres":
+                continue
+        except OSError:
+            continue
+        fields = _stat_fields(int(entry.name))
+        if fields is not None:
+            processes[int(entry.name)] = fields
+    if not processes:
+        return None
+    total = 0.0
+    for fields in processes.values():
+        total += int(fields[11]) + int(fields[12])
+        if int(fields[1]) not in processes:  # the postmaster: its parent is not postgres
+            total += int(fields[13]) + int(fields[14])
+    return total / CLK_TCK
+
+
+class BackendSampler:
+    """Samples the CPU of some server processes until they exit; the last sample counts."""
+
+    def __init__(self, pids: list[int], every: float = 0.05) -> None:
+        self.start = {pid: process_cpu(pid) or 0.0 for pid in pids}
+        self.last = dict(self.start)
+        self.every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            for pid in self.start:
+                value = process_cpu(pid)
+                if value is not None:
+                    self.last[pid] = value
+
+    def stop(self) -> float:
+        """CPU seconds used by these processes since sampling started."""
+        self._stop.set()
+        self._thread.join()
+        return sum(self.last[pid] - self.start[pid] for pid in self.start)
+
+
+def machine_cpu() -> float:
+    """CPU seconds the whole machine has spent busy (not idle, not iowait), from /proc/stat."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def busy_cores(seconds: float = 1.0) -> float:
+    """How many cores' worth of CPU the machine used over the next ``seconds``."""
+    before = machine_cpu()
+    time.sleep(seconds)
+    return (machine_cpu() - before) / seconds
+
+
+def wait_quiet(limit: float, max_wait: float) -> tuple[float, float]:
+    """Wait until the machine uses less than ``limit`` cores for two seconds running (this
+    process idle meanwhile), at most ``max_wait`` s. Returns (cores busy, seconds waited)."""
+    started = time.monotonic()
+    quiet = 0
+    while True:
+        used = busy_cores(1.0)
+        quiet = quiet + 1 if used < limit else 0
+        waited = time.monotonic() - started
+        if quiet >= 2 or waited >= max_wait:
+            return used, waited
+        if quiet == 0 and int(waited) % 15 == 0:
+            print(
+                f"  waiting for a quiet machine: {used:.2f} cores busy (limit {limit})",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def add_quiet_arguments(parser: Any) -> None:
+    parser.add_argument(
+        "--quiet-below",
+        type=float,
+        default=0.3,
+        help="before each run, wait until other processes use fewer cores than this (0.3)",
+    )
+    parser.add_argument(
+        "--max-wait", type=float, default=120.0, help="longest wait for quiet, s (120)"
+    )
+
+
+# --- reporting -------------------------------------------------------------------------------
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def package_revision() -> str:
+    """The checkout measured: its commit, and whether django_taskshed/ has uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "django_taskshed"],
+            cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "django_taskshed (not a git checkout)"
+    return f"django_taskshed at {head}{' + uncommitted changes' if dirty else ''}"
+
+
+def versions(targets: list[Any], extra: Sequence[str] = ()) -> str:
+    import asgiref
+    import channels
+    import django
+
+    libpq = psycopg.pq.version()
+    parts = [
+        package_revision(),
+        f"Python {platform.python_version()} ({platform.python_implementation()})",
+        f"Django {django.get_version()}",
+        f"psycopg {psycopg.__version__} ({psycopg.pq.__impl__} impl.)",
+        f"libpq {libpq // 10000}.{libpq % 100}",
+        f"sqlite {sqlite3.sqlite_version}",
+        *(f"PostgreSQL {t.server_version()}" for t in targets if t.server_version()),
+        f"channels {channels.__version__}",
+        f"asgiref {asgiref.__version__}",
+        *extra,
+    ]
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return " | ".join(parts) + f"\nnproc {cpus} | load average at start {load_average()}"
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) by linear interpolation between closest ranks."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    position = (len(ordered) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def print_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> None:
+    """Columns padded to their widest cell; a row of one cell is printed as a section line."""
+    widths = [
+        max(len(str(r[i])) for r in [header, *rows] if len(r) > 1) for i in range(len(header))
+    ]
+    for row in [header, *rows]:
+        if len(row) == 1:
+            print(row[0])
+            continue
+        cells = [
+            str(c).rjust(w) if i in right else str(c).ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        print("  ".join(cells).rstrip())
