@@ -25,6 +25,7 @@ from django_taskshed.notifications import (
     parse_changed,
 )
 from django_taskshed.schedulers import AsyncScheduler, SyncScheduler
+from tests.conftest import SCHEDULER_METHODS
 
 UTC = dt_timezone.utc
 PARIS = ZoneInfo("Europe/Paris")
@@ -95,18 +96,7 @@ class DesignedScheduler:
     def add_callback(self, name, callback): ...
 
 
-METHODS = [
-    "start",
-    "shutdown",
-    "add_task",
-    "add_tasks",
-    "fetch_tasks",
-    "pause_tasks",
-    "resume_tasks",
-    "remove_tasks",
-    "update_execution_times",
-    "add_callback",
-]
+METHODS = list(SCHEDULER_METHODS)  # the public methods DESIGN.md names
 
 
 def parameters(func) -> list[tuple]:
