@@ -18,11 +18,9 @@ import asyncio
 import gc
 import json
 import os
-import platform
 import shutil
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +36,10 @@ from typing import Any
 import psycopg
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))  # measure this checkout, whatever is installed
+
+from benchmarks.bench_common import versions  # noqa: E402
+
 TABLE = "django_taskshed_task"
 CALLBACK = "bench.noop"
 PG_DATABASE = "taskshed_bench"
@@ -264,7 +266,6 @@ def filesystem_of(path: str) -> str:
 
 def configure_django(targets: list[Target]) -> None:
     """Settings for this script alone: one alias per database under test, no default database."""
-    sys.path.insert(0, str(REPO_ROOT))  # measure this checkout, whatever is installed
     import django
     from django.conf import settings
 
@@ -451,42 +452,9 @@ class Bench:
 # --- the report ------------------------------------------------------------------------------
 
 
-def versions(targets: list[Target]) -> str:
-    import asgiref
-    import channels
-    import django
-
-    libpq = psycopg.pq.version()
-    parts = [
-        f"Python {platform.python_version()} ({platform.python_implementation()})",
-        f"Django {django.get_version()}",
-        f"psycopg {psycopg.__version__} ({psycopg.pq.__impl__} impl.)",
-        f"libpq {libpq // 10000}.{libpq % 100}",
-        f"sqlite {sqlite3.sqlite_version}",
-        *(f"PostgreSQL {t.server_version()}" for t in targets if t.server_version()),
-        f"channels {channels.__version__}",
-        f"asgiref {asgiref.__version__}",
-    ]
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    return " | ".join(parts) + f"\nnproc {cpus} | load average at start {load}"
-
-
-def checkout() -> str:
-    """Which code is measured: the commit, and whether django_taskshed/ differs from it."""
-    try:
-        run = {"cwd": REPO_ROOT, "capture_output": True, "text": True, "check": True}
-        head = subprocess.run(["git", "log", "-1", "--format=%h %s"], **run).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "django_taskshed"], **run).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "Checkout: not a git work tree"
-    state = "with uncommitted changes in django_taskshed/" if dirty.strip() else "clean"
-    return f"Checkout: {head} ({state})"
-
-
 def print_header(targets: list[Target], runs: int, sizes: Sizes, quick: bool) -> None:
     print(f"django-taskshed: adding tasks, {datetime.now().astimezone():%Y-%m-%d %H:%M %Z}")
-    print(versions(targets))
+    print(versions(targets))  # its first field names the commit and any uncommitted changes
     quick_note = " (--quick: small sizes, indicative only)" if quick else ""
     lines = [
         f"Medians of {runs} run(s){quick_note}. A run measures each operation once, in this",
@@ -505,7 +473,6 @@ def print_header(targets: list[Target], runs: int, sizes: Sizes, quick: bool) ->
         "over the next minutes, run_type 'once', group_id one of 10.",
     ]
     print("\n".join(lines))
-    print(checkout())
     print(f"Sizes: single adds {sizes.single:,}, batches {sizes.small:,} and {sizes.large:,}.")
 
 
