@@ -63,11 +63,32 @@ class AdminSession:
     def wait_for(self, css: str, what: str, timeout: float = 15.0) -> Any:
         return self.wait_until(lambda: next(iter(self.find(css)), None), timeout, what)
 
+    def submit(self, button: Any, what: str, timeout: float = 15.0) -> None:
+        """Click ``button`` and wait until the browser has left the page it was on.
+
+        Without this, a lookup right after the click can still find elements of the old page
+        (the changelist and the delete confirmation page both have a form in ``#content``).
+        """
+        from selenium.common.exceptions import StaleElementReferenceException
+        from selenium.webdriver.common.by import By
+
+        page = self.driver.find_element(By.TAG_NAME, "html")
+        button.click()
+
+        def left() -> bool:
+            try:
+                page.is_enabled()
+            except StaleElementReferenceException:
+                return True
+            return False
+
+        self.wait_until(left, timeout, what)
+
     def log_in(self, username: str, password: str) -> None:
         self.open(reverse("admin:login"))
         self.wait_for("#id_username", "the login form").send_keys(username)
         self.find("#id_password")[0].send_keys(password)
-        self.find('input[type="submit"]')[0].click()
+        self.submit(self.find('input[type="submit"]')[0], "the login form to be sent")
         self.wait_for("#user-tools", "the admin's user tools after logging in")
 
     def changelist(self) -> None:
@@ -102,10 +123,13 @@ class AdminSession:
         for task_id in task_ids:
             self.row(task_id).find_element("css selector", "input.action-select").click()
         Select(self.find('select[name="action"]')[0]).select_by_value(action)
-        self.find('button[name="index"]')[0].click()
+        self.submit(self.find('button[name="index"]')[0], f"the {action} action to be sent")
         if action == "delete_selected":
-            self.wait_for("#content form", "the delete confirmation page")
-            self.find('#content form input[type="submit"]')[0].click()
+            confirm = self.wait_for(
+                '#content form input[name="post"] ~ input[type="submit"]',
+                "the delete confirmation page",
+            )
+            self.submit(confirm, "the deletion to be confirmed")
         self.wait_for("ul.messagelist li", f"the message of the {action} action")
         (message,) = self.messages()
         return message
@@ -177,7 +201,7 @@ def add_task_through_the_form(admin: AdminSession, task_id: str, due_in: float) 
         box = admin.find(f"#id_run_at_{suffix}")[0]
         box.clear()
         box.send_keys(value)
-    admin.find('input[name="_save"]')[0].click()
+    admin.submit(admin.find('input[name="_save"]')[0], "the add form to be saved")
     admin.wait_for("ul.messagelist li", "the message after saving the add form")
 
 
