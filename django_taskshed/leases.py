@@ -15,6 +15,7 @@ from django.db import connections, transaction
 from django.db.models import Q, Value
 from django.utils import timezone
 
+from . import pg_leases
 from .models import Task
 
 logger = logging.getLogger(__name__)
@@ -86,7 +87,11 @@ def claim_due_tasks(
     lease["lease_expires_at"] = now + timedelta(seconds=lease_seconds)
     tasks = Task.objects.using(using)
     with transaction.atomic(using=using):
-        if connections[using].features.has_select_for_update_skip_locked:
+        if connections[using].vendor == "postgresql":
+            rows = pg_leases.claim(
+                using, CLAIM_FIELDS, worker_id, token, lease["lease_expires_at"], now, until, limit
+            )
+        elif connections[using].features.has_select_for_update_skip_locked:
             picked = (
                 tasks.filter(due(now, until)).order_by("run_at").select_for_update(skip_locked=True)
             )
@@ -141,6 +146,10 @@ def settle(using: str, worker_id: str, outcomes: list[Outcome]) -> SettleReport:
     by_id = {outcome.claim.task_id: outcome for outcome in outcomes}
     tasks = Task.objects.using(using)
     with transaction.atomic(using=using):
+        if connections[using].vendor == "postgresql":
+            report.settled = _settle_fenced(using, worker_id, by_id)
+            if not by_id:
+                return report
         current = tasks.select_for_update().filter(pk__in=list(by_id), lease_owner=worker_id)
         held = {}
         for task_id, token, updated_at in current.values_list("pk", "claim_token", "updated_at"):
@@ -157,8 +166,30 @@ def settle(using: str, worker_id: str, outcomes: list[Outcome]) -> SettleReport:
         if report.edited:
             now = timezone.now()
             tasks.filter(pk__in=report.edited).update(last_run_at=now, **LEASE_CLEARED)
-    report.settled = len(kept)
+    report.settled += len(kept)
     return report
+
+
+def _settle_fenced(using: str, worker_id: str, by_id: dict[str, Outcome]) -> int:
+    """PostgreSQL: write each kind of result in one statement fenced by claim and
+    ``updated_at``; what was written leaves ``by_id``, the rest is for the general path."""
+    groups: dict[Any, list[Outcome]] = {}
+    for outcome in by_id.values():
+        if outcome.delete:
+            groups.setdefault(None, []).append(outcome)
+        elif outcome.changes.keys() <= pg_leases.ARRAY_TYPES.keys():
+            groups.setdefault(tuple(sorted(outcome.changes)), []).append(outcome)
+    written: set[str] = set()
+    for columns, group in groups.items():
+        claims = [outcome.claim for outcome in group]
+        if columns is None:
+            written |= pg_leases.delete_fenced(using, worker_id, claims)
+        else:
+            values = [[outcome.changes[c] for outcome in group] for c in columns]
+            written |= pg_leases.update_fenced(using, worker_id, claims, columns, values)
+    for task_id in written:
+        del by_id[task_id]
+    return len(written)
 
 
 def _write_changes(tasks: Any, outcomes: list[Outcome]) -> None:

@@ -13,11 +13,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.db import connections
 from django.utils import timezone
 
 from . import leases, notifications
 from .conf import taskshed_settings
 from .datastores import DjangoDataStore
+from .dbthread import DatabaseThread
 from .exceptions import DuplicateCallbackError
 from .heartbeat import Heartbeat
 from .leases import ClaimedTask, Outcome
@@ -113,6 +115,8 @@ class EventDrivenWorker:
         self._flushing: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._heartbeat: Heartbeat | None = None
+        self._claim_db: DatabaseThread | None = None
+        self._settle_db: DatabaseThread | None = None
         self._listener: notifications.GroupListener | None = None
         self._closing: asyncio.Task[None] | None = None
 
@@ -138,6 +142,10 @@ class EventDrivenWorker:
             max_workers=min(self.options.concurrency, SYNC_THREADS),
             thread_name_prefix="taskshed-callback",
         )
+        using = self.datastore.using
+        self._claim_db = DatabaseThread(using, "taskshed-claim")
+        one_writer = connections[using].vendor == "sqlite"
+        self._settle_db = self._claim_db if one_writer else DatabaseThread(using, "taskshed-settle")
         now = timezone.now()
         record = WorkerRecord(
             worker_id=self.worker_id,
@@ -233,8 +241,13 @@ class EventDrivenWorker:
         if limit <= 0:
             return False
         self._deadline = None  # until the next deadline is known, any hint wakes
-        claims = await sync_to_async(leases.claim_due_tasks)(
-            self.datastore.using, self.worker_id, limit, self.options.lease, CLAIM_AHEAD
+        claims = await self._claim_db.run(
+            leases.claim_due_tasks,
+            self.datastore.using,
+            self.worker_id,
+            limit,
+            self.options.lease,
+            CLAIM_AHEAD,
         )
         self._nothing_due = not claims
         for claim in claims:
@@ -246,7 +259,7 @@ class EventDrivenWorker:
         poll = timedelta(seconds=self.options.poll_interval)
         deadline = timezone.now() + poll
         if len(self._running) < self.options.concurrency and not self._done_claiming():
-            next_run = await sync_to_async(leases.next_run_at)(self.datastore.using)
+            next_run = await self._claim_db.run(leases.next_run_at, self.datastore.using)
             if next_run is not None:
                 deadline = min(deadline, next_run - timedelta(seconds=CLAIM_AHEAD))
         self._deadline = deadline
@@ -327,8 +340,8 @@ class EventDrivenWorker:
         while self._outcomes:
             batch, self._outcomes = self._outcomes, []
             try:
-                report = await sync_to_async(leases.settle)(
-                    self.datastore.using, self.worker_id, batch
+                report = await self._settle_db.run(
+                    leases.settle, self.datastore.using, self.worker_id, batch
                 )
             except Exception:
                 logger.exception(
@@ -389,8 +402,8 @@ class EventDrivenWorker:
         with self._held_lock:
             unfinished = [c for c in self._held.values() if c.task_id not in self._sync_running]
         if unfinished:
-            released = await sync_to_async(leases.release)(
-                self.datastore.using, self.worker_id, unfinished
+            released = await self._settle_db.run(
+                leases.release, self.datastore.using, self.worker_id, unfinished
             )
             logger.info("worker %s released %d unfinished task(s)", self.worker_id, released)
 
@@ -408,6 +421,9 @@ class EventDrivenWorker:
             await sync_to_async(self._heartbeat.unregister)()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
+        for thread in (self._claim_db, self._settle_db):
+            if thread is not None:
+                await thread.close()
         logger.info("worker %s stopped", self.worker_id)
 
     @property

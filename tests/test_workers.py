@@ -553,6 +553,70 @@ def test_claim_takes_only_due_unpaused_unfailed_and_unleased_tasks():
     assert leases.claim_due_tasks(USING, "w2", 10, 30) == []
 
 
+def test_claim_returns_the_rows_as_stored():
+    run_at = timezone.now() - timedelta(seconds=5)
+    SyncScheduler().add_tasks(
+        [
+            Task(
+                task_id="full", callback="x", run_at=run_at, run_type="recurring",
+                kwargs={"n": [1, "two", {"three": 3.5}], "s": "é"}, interval=MINUTE,
+                max_retries=4, timeout=timedelta(seconds=7), coalesce=False,
+            )
+        ]
+    )  # fmt: skip
+    task = Task.objects.get(pk="full")
+
+    (claim,) = leases.claim_due_tasks(USING, "w1", 10, 30)
+
+    expected = {field: getattr(task, field) for field in leases.CLAIM_FIELDS}
+    assert {field: getattr(claim, field) for field in leases.CLAIM_FIELDS} == expected
+    assert claim.claim_token == Task.objects.get(pk="full").claim_token
+
+
+def test_settle_writes_what_it_still_holds_and_reports_the_rest():
+    """One batch: finished one-offs, moved recurring tasks and a failure are written; a task
+    edited while it ran keeps the edit (lease cleared, last_run_at stamped); a task whose
+    lease went to another claim is left exactly as it is."""
+    now = timezone.now()
+    later = now + timedelta(hours=1)
+    ids = ["done-1", "done-2", "moved", "failing", "edited", "lost"]
+    SyncScheduler().add_tasks(
+        [Task(task_id=i, callback="x", run_at=now - timedelta(seconds=1)) for i in ids]
+    )
+    claims = {claim.task_id: claim for claim in leases.claim_due_tasks(USING, "w1", 10, 30)}
+    assert sorted(claims) == sorted(ids)
+    Task.objects.get(pk="edited").save()  # an edit: updated_at moves
+    Task.objects.filter(pk="lost").update(lease_owner="w2", claim_token="f" * 32)
+    lost_before = Task.objects.get(pk="lost")
+    outcomes = [
+        leases.Outcome(claims["done-1"], delete=True),
+        leases.Outcome(claims["done-2"], delete=True),
+        leases.Outcome(
+            claims["moved"], changes={"run_at": later, "attempts": 0, "last_run_at": now}
+        ),
+        leases.Outcome(
+            claims["failing"],
+            changes={"attempts": 1, "last_run_at": now, "last_error": "E: x", "failed_at": now},
+        ),
+        leases.Outcome(claims["edited"], delete=True),
+        leases.Outcome(claims["lost"], delete=True),
+    ]
+
+    report = leases.settle(USING, "w1", outcomes)
+
+    assert (report.settled, report.edited, report.lost) == (4, ["edited"], ["lost"])
+    rows = {task.task_id: task for task in Task.objects.all()}
+    assert sorted(rows) == ["edited", "failing", "lost", "moved"]
+    assert (rows["moved"].run_at, rows["moved"].last_run_at) == (later, now)
+    assert (rows["failing"].failed_at, rows["failing"].attempts) == (now, 1)
+    assert rows["failing"].last_error == "E: x"
+    for task_id in ("moved", "failing", "edited"):
+        assert_lease_free(rows[task_id])
+    assert rows["edited"].last_run_at is not None
+    assert rows["lost"].__dict__ | {"_state": None} == lost_before.__dict__ | {"_state": None}
+    assert leases.settle(USING, "w1", outcomes[:1]).lost == ["done-1"]
+
+
 # --- registration and options ------------------------------------------------------------------
 
 
