@@ -15,7 +15,7 @@ from django.db import connections, transaction
 from django.db.models import Q, Value
 from django.utils import timezone
 
-from . import pg_leases
+from . import leases_sql
 from .models import Task
 
 logger = logging.getLogger(__name__)
@@ -87,8 +87,8 @@ def claim_due_tasks(
     lease["lease_expires_at"] = now + timedelta(seconds=lease_seconds)
     tasks = Task.objects.using(using)
     with transaction.atomic(using=using):
-        if connections[using].vendor == "postgresql":
-            rows = pg_leases.claim(
+        if leases_sql.can_claim(connections[using]):
+            rows = leases_sql.claim(
                 using, CLAIM_FIELDS, worker_id, token, lease["lease_expires_at"], now, until, limit
             )
         elif connections[using].features.has_select_for_update_skip_locked:
@@ -177,16 +177,16 @@ def _settle_fenced(using: str, worker_id: str, by_id: dict[str, Outcome]) -> int
     for outcome in by_id.values():
         if outcome.delete:
             groups.setdefault(None, []).append(outcome)
-        elif outcome.changes.keys() <= pg_leases.ARRAY_TYPES.keys():
+        elif outcome.changes.keys() <= leases_sql.ARRAY_TYPES.keys():
             groups.setdefault(tuple(sorted(outcome.changes)), []).append(outcome)
     written: set[str] = set()
     for columns, group in groups.items():
         claims = [outcome.claim for outcome in group]
         if columns is None:
-            written |= pg_leases.delete_fenced(using, worker_id, claims)
+            written |= leases_sql.delete_fenced(using, worker_id, claims)
         else:
             values = [[outcome.changes[c] for outcome in group] for c in columns]
-            written |= pg_leases.update_fenced(using, worker_id, claims, columns, values)
+            written |= leases_sql.update_fenced(using, worker_id, claims, columns, values)
     for task_id in written:
         del by_id[task_id]
     return len(written)

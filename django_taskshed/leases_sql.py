@@ -1,12 +1,14 @@
-"""PostgreSQL's hot path for ``leases``: a claim in one statement, results written over arrays.
+"""Hand-written SQL for the worker's hot path in ``leases``: claims, and results on PostgreSQL.
 
 The ORM path in ``leases`` costs a worker about as much CPU as the database spends on the
 rows: a claim is a SELECT and an UPDATE with one parameter per task, and settling reads the
 held rows back before writing them. Here a claim is one ``UPDATE ... RETURNING`` around a
-``FOR UPDATE SKIP LOCKED`` subquery, and a batch of results is one statement per kind of
-write, joined to ``unnest()`` arrays of (task_id, claim_token, updated_at) so that the fence
-is in the statement itself. Only the rows a statement did not write (edited while running,
-or lost) are read back, by the ORM path's own rules.
+subquery that picks the earliest due rows (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite
+runs one writer at a time, so its single statement cannot double-claim). On PostgreSQL a
+batch of results is one statement per kind of write, joined to ``unnest()`` arrays of
+(task_id, claim_token, updated_at) so that the fence is in the statement itself. Only the
+rows a statement did not write (edited while running, or lost) are read back, by the ORM
+path's own rules.
 """
 
 from datetime import datetime
@@ -14,6 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 from .models import Task
 
@@ -34,7 +37,7 @@ FENCE_CONDITION = (
 
 
 def _qn(name: str) -> str:
-    """PostgreSQL's quoting of an identifier (what its ``ops.quote_name`` does)."""
+    """An identifier quoted as PostgreSQL and SQLite both read it (their ``quote_name``)."""
     return f'"{name}"'
 
 
@@ -42,20 +45,28 @@ def _table() -> str:
     return _qn(Task._meta.db_table)
 
 
-@lru_cache(maxsize=4)
-def claim_sql(columns: tuple[str, ...]) -> str:
+def can_claim(connection: BaseDatabaseWrapper) -> bool:
+    """PostgreSQL, and SQLite from 3.35 (``UPDATE ... RETURNING``)."""
+    if connection.vendor == "postgresql":
+        return True
+    return connection.vendor == "sqlite" and connection.features.can_return_columns_from_insert
+
+
+@lru_cache(maxsize=8)
+def claim_sql(vendor: str, columns: tuple[str, ...]) -> str:
     """Lease the earliest due tasks, skipping rows another claim holds, and return them.
 
-    ``paused = false AND failed_at IS NULL`` is written as the due index's condition is,
-    so that the planner walks that index to the LIMIT.
+    ``paused = <false> AND failed_at IS NULL`` is written as the due index's condition is
+    (migration 0002), so that the planner walks that index to the LIMIT.
     """
     table = _table()
+    false, lock = ("false", " FOR UPDATE SKIP LOCKED") if vendor == "postgresql" else ("0", "")
     return (
         f'UPDATE {table} SET "lease_owner" = %s, "claim_token" = %s, "lease_expires_at" = %s '
         f'WHERE "task_id" IN (SELECT "task_id" FROM {table} '
-        f'WHERE "paused" = false AND "failed_at" IS NULL AND "run_at" <= %s '
+        f'WHERE "paused" = {false} AND "failed_at" IS NULL AND "run_at" <= %s '
         f'AND ("lease_expires_at" IS NULL OR "lease_expires_at" < %s) '
-        f'ORDER BY "run_at" LIMIT %s FOR UPDATE SKIP LOCKED) '
+        f'ORDER BY "run_at" LIMIT %s{lock}) '
         f"RETURNING {', '.join(map(_qn, columns))}"
     )
 
@@ -70,19 +81,41 @@ def claim(
     until: datetime,
     limit: int,
 ) -> list[dict[str, Any]]:
-    """The claimed rows as dicts of ``columns``, earliest ``run_at`` first."""
+    """The claimed rows as dicts of ``columns``, converted as the ORM would, earliest first."""
     connection = connections[using]
+    adapt = connection.ops.adapt_datetimefield_value
+    params = [worker_id, token, adapt(lease_expires_at), adapt(until), adapt(now), limit]
     with connection.cursor() as cursor:
-        cursor.execute(claim_sql(columns), [worker_id, token, lease_expires_at, until, now, limit])
+        cursor.execute(claim_sql(connection.vendor, columns), params)
         rows = cursor.fetchall()
-    field = Task._meta.get_field("kwargs")
+    converters = [
+        (i, fns, expression)
+        for i, (fns, expression) in enumerate(_converters(connection, columns))
+        if fns
+    ]
     claimed = []
     for row in rows:
-        values = dict(zip(columns, row, strict=True))
-        values["kwargs"] = field.from_db_value(values["kwargs"], None, connection)
-        claimed.append(values)
+        values = list(row)
+        for i, fns, expression in converters:
+            for convert in fns:
+                values[i] = convert(values[i], expression, connection)
+        claimed.append(dict(zip(columns, values, strict=True)))
     claimed.sort(key=lambda values: values["run_at"])
     return claimed
+
+
+def _converters(
+    connection: BaseDatabaseWrapper, columns: tuple[str, ...]
+) -> list[tuple[list[Any], Any]]:
+    """Per column, what the ORM's compiler applies to a value read from the database."""
+    found = []
+    for name in columns:
+        expression = Task._meta.get_field(name).get_col(Task._meta.db_table)
+        fns = connection.ops.get_db_converters(expression) + expression.get_db_converters(
+            connection
+        )
+        found.append((fns, expression))
+    return found
 
 
 @lru_cache(maxsize=1)
