@@ -36,23 +36,27 @@ def resolve(callbacks: Mapping[str, Callable[..., Any]], claim: ClaimedTask) -> 
         raise BadTaskError(claim.task_id, f"no callback named {claim.callback!r} is registered")
     if not isinstance(claim.kwargs, dict):
         raise BadTaskError(claim.task_id, f"kwargs is {type(claim.kwargs).__name__}, not an object")
-    signature = _signature(func)
-    if signature is not None:
-        try:
-            signature.bind(**claim.kwargs)
-        except TypeError as exc:
-            raise BadTaskError(
-                claim.task_id, f"kwargs do not fit {claim.callback}{signature}: {exc}"
-            ) from None
+    misfit = _misfit(func, tuple(claim.kwargs))
+    if misfit is not None:
+        raise BadTaskError(claim.task_id, f"kwargs do not fit {claim.callback}{misfit}")
     return func
 
 
-@lru_cache(maxsize=1024)
-def _signature(func: Callable[..., Any]) -> inspect.Signature | None:
+@lru_cache(maxsize=4096)
+def _misfit(func: Callable[..., Any], names: tuple[str, ...]) -> str | None:
+    """Why ``func`` cannot be called with keyword arguments ``names``; None if it can.
+
+    Binding depends on the names alone, so the answer is kept per (callable, names).
+    """
     try:
-        return inspect.signature(func)
+        signature = inspect.signature(func)
     except (TypeError, ValueError):  # some builtins have none
         return None
+    try:
+        signature.bind(**dict.fromkeys(names))
+    except TypeError as exc:
+        return f"{signature}: {exc}"
+    return None
 
 
 def _call_sync(func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
@@ -72,6 +76,9 @@ async def invoke(
     once its thread has returned, so the task is never run twice at once.
     """
     if inspect.iscoroutinefunction(func):
+        if timeout is None:
+            await func(**claim.kwargs)
+            return
         try:
             await asyncio.wait_for(func(**claim.kwargs), timeout)
         except asyncio.TimeoutError:
