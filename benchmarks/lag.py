@@ -507,13 +507,17 @@ def main(argv: list[str] | None = None) -> int:
     configure_django(targets, layers, {"CHANNEL_LAYER": None})
     import channels_redis
 
+    from django_taskshed.conf import DEFAULTS
+
     log_dir = tempfile.mkdtemp(prefix="taskshed-bench-lag-logs-", dir=scratch_root())
     print(f"django-taskshed: lateness, {datetime.now().astimezone():%Y-%m-%d %H:%M %Z}")
     print(versions(targets, [f"channels_redis {channels_redis.__version__}"]))
     print(
         f"{args.tasks:,} one-off tasks per row, run_at uniform at random over {args.seconds:g} s"
         f" (seed {seed}); callback 'lag' (async) records time.time() at entry - its run_at.\n"
-        "Workers use the default flags and settings (concurrency 20, batch 100, lease 60 s)"
+        "Workers use the default flags and settings (concurrency"
+        f" {DEFAULTS['CONCURRENCY']}, batch {DEFAULTS['BATCH_SIZE']},"
+        f" lease {DEFAULTS['LEASE_SECONDS']:g} s)"
         " except POLL_INTERVAL 60 s in (b); (b)/(c) are\n`python -m django runtaskworker"
         " --max-tasks N+1` (settings benchmarks.bench_settings). Each worker runs one warm-up"
         " task first.\nRedis layer: channels_redis RedisChannelLayer on"
