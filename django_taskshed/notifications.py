@@ -92,13 +92,21 @@ async def asend_changed(run_at: datetime | None) -> None:
     if layer is None:
         return
     try:
-        await asyncio.wait_for(
-            layer.group_send(taskshed_settings.GROUP, changed_message(run_at)), SEND_TIMEOUT
-        )
+        await _within(layer.group_send(taskshed_settings.GROUP, changed_message(run_at)))
     except Exception:
         _SendFailures.failed()
     else:
         _SendFailures.succeeded()
+
+
+async def _within(send: Coroutine[Any, Any, Any]) -> None:
+    """Await ``send`` for at most SEND_TIMEOUT. ``asyncio.timeout`` (3.11+) runs it in the
+    caller's task, so a send that does not wait (the in-memory layer) costs no loop turn."""
+    if hasattr(asyncio, "timeout"):
+        async with asyncio.timeout(SEND_TIMEOUT):
+            await send
+    else:
+        await asyncio.wait_for(send, SEND_TIMEOUT)
 
 
 def notify(run_at: datetime | None, worker: Wakeable | None = None) -> None:

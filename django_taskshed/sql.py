@@ -50,8 +50,20 @@ PG_ARRAY_TYPES = (
 DURATION_POSITIONS = (5, 11)
 
 
+# Built statements, per (vendor, kind, replace_existing, returning): a single add_task would
+# otherwise spend more time quoting names than the database spends on the row.
+_STATEMENTS: dict[tuple[str, str, bool, bool], str] = {}
+
+
 def insert_sql(connection: BaseDatabaseWrapper, replace_existing: bool, returning: bool) -> str:
     """``INSERT`` of one row of ``INSERT_COLUMNS`` that replaces or keeps an existing task_id."""
+    key = (connection.vendor, "values", replace_existing, returning)
+    if key not in _STATEMENTS:
+        _STATEMENTS[key] = _insert_sql(connection, replace_existing, returning)
+    return _STATEMENTS[key]
+
+
+def _insert_sql(connection: BaseDatabaseWrapper, replace_existing: bool, returning: bool) -> str:
     qn = connection.ops.quote_name
     columns = [*INSERT_COLUMNS, *CONSTANT_COLUMNS]
     placeholders = ["%s"] * len(INSERT_COLUMNS) + list(CONSTANT_COLUMNS.values())
@@ -68,6 +80,13 @@ def insert_sql(connection: BaseDatabaseWrapper, replace_existing: bool, returnin
 
 def unnest_insert_sql(connection: BaseDatabaseWrapper, replace_existing: bool) -> str:
     """PostgreSQL: ``INSERT ... SELECT FROM unnest(array per column)``, one statement a batch."""
+    key = (connection.vendor, "unnest", replace_existing, False)
+    if key not in _STATEMENTS:
+        _STATEMENTS[key] = _unnest_insert_sql(connection, replace_existing)
+    return _STATEMENTS[key]
+
+
+def _unnest_insert_sql(connection: BaseDatabaseWrapper, replace_existing: bool) -> str:
     qn = connection.ops.quote_name
     columns = ", ".join(map(qn, [*INSERT_COLUMNS, *CONSTANT_COLUMNS]))
     arrays = ", ".join(f"%s::{kind}[]" for kind in PG_ARRAY_TYPES)
