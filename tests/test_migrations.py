@@ -8,7 +8,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from django_taskshed import leases
+from django_taskshed import leases, leases_sql
 from django_taskshed.models import Task
 
 DUE_INDEX = "taskshed_due_idx"
@@ -60,3 +60,24 @@ def test_the_due_query_uses_the_due_index(name):
     assert DUE_INDEX in plan, plan
     if connection.vendor == "sqlite":
         assert "USE TEMP B-TREE FOR ORDER BY" not in plan, plan  # the index gives the order
+
+
+@pytest.mark.django_db
+def test_the_hand_written_claim_uses_the_due_index():
+    """The one-statement claim (PostgreSQL, SQLite 3.35+) writes the due condition itself."""
+    if not leases_sql.can_claim(connection):
+        pytest.skip(f"{connection.vendor} claims through the ORM (covered above)")
+    now = timezone.now()
+    statement = leases_sql.claim_sql(connection.vendor, leases.CLAIM_FIELDS)
+    params = [
+        "w", "t" * 32, *map(connection.ops.adapt_datetimefield_value, (now, now, now)), 10,
+    ]  # fmt: skip
+    explain = "EXPLAIN QUERY PLAN " if connection.vendor == "sqlite" else "EXPLAIN "
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(explain + statement, params)
+        plan = "\n".join(" ".join(map(str, row)) for row in cursor.fetchall())
+    assert DUE_INDEX in plan, plan
+    if connection.vendor == "sqlite":
+        assert "USE TEMP B-TREE FOR ORDER BY" not in plan, plan
