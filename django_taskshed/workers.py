@@ -4,7 +4,6 @@ import asyncio
 import logging
 import os
 import socket
-import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,10 +21,11 @@ from .datastores import DjangoDataStore
 from .dbthread import DatabaseThread
 from .exceptions import DuplicateCallbackError
 from .heartbeat import Heartbeat
-from .leases import ClaimedTask, Outcome
+from .leases import ClaimedTask
 from .models import WorkerRecord
 from .registry import get_callbacks
 from .runner import failed, invoke, resolve, succeeded
+from .settlement import Settlement
 
 logger = logging.getLogger(__name__)
 
@@ -109,10 +109,7 @@ class EventDrivenWorker:
         self._nothing_due = False
         self._running: dict[asyncio.Task[None], ClaimedTask] = {}
         self._sync_running: set[str] = set()
-        self._held: dict[str, ClaimedTask] = {}  # claimed and not yet settled
-        self._held_lock = threading.Lock()
-        self._outcomes: list[Outcome] = []
-        self._flushing: asyncio.Task[None] | None = None
+        self._settlement: Settlement | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._heartbeat: Heartbeat | None = None
         self._claim_db: DatabaseThread | None = None
@@ -146,6 +143,9 @@ class EventDrivenWorker:
         self._claim_db = DatabaseThread(using, "taskshed-claim")
         one_writer = connections[using].vendor == "sqlite"
         self._settle_db = self._claim_db if one_writer else DatabaseThread(using, "taskshed-settle")
+        self._settlement = Settlement(
+            using, self.worker_id, self._settle_db, hint=self._hint, idle=self._poke
+        )
         now = timezone.now()
         record = WorkerRecord(
             worker_id=self.worker_id,
@@ -157,7 +157,7 @@ class EventDrivenWorker:
             callbacks=sorted(self.callbacks),
         )
         self._heartbeat = Heartbeat(
-            record, self.datastore.using, self.options.lease, self._held_tokens, self.running_count
+            record, using, self.options.lease, self._settlement.held_tokens, self.running_count
         )
         await sync_to_async(self._heartbeat.start)()
         notifications.LOCAL_WORKERS.add(self)
@@ -280,7 +280,7 @@ class EventDrivenWorker:
         return limit is not None and self.claimed_count >= limit
 
     def _finished(self) -> bool:
-        idle = not self._running and not self._outcomes
+        idle = not self._running and not self._settlement.pending
         if self._done_claiming():
             return idle
         return self.options.burst and self._nothing_due and idle
@@ -289,8 +289,7 @@ class EventDrivenWorker:
 
     def _begin(self, claim: ClaimedTask) -> None:
         self.claimed_count += 1
-        with self._held_lock:
-            self._held[claim.task_id] = claim
+        self._settlement.hold(claim)
         task = asyncio.create_task(self._execute(claim), name=f"taskshed:{claim.task_id}")
         self._running[task] = claim
         task.add_done_callback(self._ended)
@@ -325,44 +324,12 @@ class EventDrivenWorker:
             outcome = succeeded(claim, started, timezone.now())
         finally:
             self._sync_running.discard(claim.task_id)
-        self._outcomes.append(outcome)
-        if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.create_task(self._flush())
+        self._settlement.add(outcome)
 
     def _timeout(self, claim: ClaimedTask) -> float | None:
         if claim.timeout is not None:
             return claim.timeout.total_seconds()
         return taskshed_settings.TIMEOUT
-
-    async def _flush(self) -> None:
-        """Settle finished runs in batches: what ends while one batch is written joins the next."""
-        await asyncio.sleep(0)
-        while self._outcomes:
-            batch, self._outcomes = self._outcomes, []
-            try:
-                report = await self._settle_db.run(
-                    leases.settle, self.datastore.using, self.worker_id, batch
-                )
-            except Exception:
-                logger.exception(
-                    "worker %s: could not record %d results", self.worker_id, len(batch)
-                )
-                self._outcomes[:0] = batch
-                await asyncio.sleep(ERROR_BACKOFF)
-                continue
-            for task_id in report.lost:
-                logger.warning("task %s: lease lost before its result was written", task_id)
-            with self._held_lock:
-                for outcome in batch:
-                    self._held.pop(outcome.claim.task_id, None)
-            upcoming = [o.changes["run_at"] for o in batch if "run_at" in o.changes]
-            if upcoming:
-                self._hint(min(upcoming))
-        self._poke()  # the loop may be waiting for results to be written before it stops
-
-    def _held_tokens(self) -> list[str]:
-        with self._held_lock:
-            return list({claim.claim_token for claim in self._held.values()})
 
     # -- stopping -----------------------------------------------------------------------
 
@@ -396,15 +363,9 @@ class EventDrivenWorker:
             await self._close()
 
     async def _settle_and_release(self) -> None:
-        if self._flushing is not None:
-            await self._flushing
-        await self._flush()
-        with self._held_lock:
-            unfinished = [c for c in self._held.values() if c.task_id not in self._sync_running]
-        if unfinished:
-            released = await self._settle_db.run(
-                leases.release, self.datastore.using, self.worker_id, unfinished
-            )
+        await self._settlement.drain()
+        released = await self._settlement.release(keep=self._sync_running)
+        if released:
             logger.info("worker %s released %d unfinished task(s)", self.worker_id, released)
 
     async def _close_after(self, stuck: list[asyncio.Task[None]]) -> None:
