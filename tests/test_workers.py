@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.db import connection, connections
+from django.db import OperationalError, connection, connections
 from django.test import override_settings
 from django.utils import timezone
 
-from django_taskshed import leases
+from django_taskshed import leases, workers
 from django_taskshed.models import Task, TaskExecutionTime, WorkerRecord
 from django_taskshed.registry import get_callbacks
 from django_taskshed.schedulers import AsyncScheduler, SyncScheduler
@@ -93,6 +93,33 @@ async def test_successful_one_off_tasks_are_deleted():
         await eventually(lambda: tasks_left(0), what="every task to be deleted")
 
     assert sorted(ran, key=str) == [0, 1, 2, 3, 4, "sync 5"]
+
+
+async def test_a_failed_claim_is_logged_and_the_worker_goes_on(monkeypatch, caplog):
+    monkeypatch.setattr(workers, "ERROR_BACKOFF", 0.05)
+    calls = []
+    claim = leases.claim_due_tasks
+
+    def fails_once(*args):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("the server went away")
+        return claim(*args)
+
+    monkeypatch.setattr(leases, "claim_due_tasks", fails_once)
+    ran = []
+
+    async def note():
+        ran.append(1)
+
+    worker = EventDrivenWorker({"note": note}, **FAST)
+    await AsyncScheduler().add_task("note", task_id="after-the-failure")
+    async with running(worker):
+        await eventually(lambda: tasks_left(0), what="the task to run after the failure")
+
+    assert ran == [1] and len(calls) >= 2
+    assert "database step failed" in caplog.text
+    assert worker.claimed_count == 1
 
 
 async def test_at_most_concurrency_callbacks_run_at_once():

@@ -1,0 +1,62 @@
+"""DatabaseThread: the worker's steps on a thread and connection of their own."""
+
+import threading
+
+import pytest
+from django.db import DatabaseError, connections
+
+from django_taskshed.dbthread import DatabaseThread
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30)]
+
+USING = "default"
+
+
+def select_one() -> int:
+    with connections[USING].cursor() as cursor:
+        cursor.execute("SELECT 1")
+        return cursor.fetchone()[0]
+
+
+def whose() -> tuple[int, int]:
+    """This thread, and its connection wrapper."""
+    return threading.get_ident(), id(connections[USING])
+
+
+async def test_steps_run_on_one_thread_with_a_connection_of_its_own():
+    db = DatabaseThread(USING, "test-db")
+    try:
+        first, second = await db.run(whose), await db.run(whose)
+        assert first == second
+        assert first[0] != threading.get_ident()
+        assert await db.run(select_one) == 1
+    finally:
+        await db.close()
+
+
+async def test_a_step_raises_in_the_caller_and_a_broken_connection_is_replaced():
+    db = DatabaseThread(USING, "test-db")
+    try:
+        assert await db.run(select_one) == 1
+
+        def break_connection() -> None:
+            connections[USING].connection.close()  # as when the server drops it
+
+        await db.run(break_connection)
+        with pytest.raises(DatabaseError):
+            await db.run(select_one)
+        assert await db.run(select_one) == 1  # a new connection
+    finally:
+        await db.close()
+
+
+async def test_close_closes_the_threads_connection_and_can_be_called_twice():
+    db = DatabaseThread(USING, "test-db")
+    await db.run(select_one)
+    wrapper = await db.run(lambda: connections[USING])
+    assert wrapper.connection is not None
+    await db.close()
+    await db.close()
+    assert wrapper.connection is None
+    with pytest.raises(RuntimeError):
+        await db.run(select_one)
