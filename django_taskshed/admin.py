@@ -2,27 +2,30 @@
 
 import contextvars
 from collections.abc import Callable
-from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
-from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
-from django.utils.timesince import timesince, timeuntil
 
-from .forms import TaskAdminForm, registered_names
+from . import admin_filters
+from .admin_filters import (
+    BoundedCountPaginator,
+    CallbackFilter,
+    GroupFilter,
+    StatusFilter,
+)
+from .display import in_words, local_time, relative
+from .forms import TaskAdminForm
 from .models import RunType, Task, TaskStatus, WorkerRecord
 from .schedulers import SyncScheduler
 from .scheduling import upcoming_runs
 
-COUNT_CAP = 10_000  # the changelist never counts further than this
 UPCOMING = 10
 NO_LIVE_WORKER = mark_safe(  # noqa: S308  (a constant)
     '<span title="no live worker serves this callback" style="color:#ba2121">'
@@ -50,89 +53,6 @@ def served_callbacks() -> frozenset[str]:
     for callbacks in live_workers().values_list("callbacks", flat=True):
         names.update(callbacks or ())
     return frozenset(names)
-
-
-def in_words(interval: timedelta | None) -> str:
-    """``"once"`` or ``"every 5 minutes"``."""
-    if interval is None:
-        return "once"
-    seconds = interval.total_seconds()
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
-        if seconds >= size and seconds % size == 0:
-            count = int(seconds // size)
-            return f"every {unit}" if count == 1 else f"every {count} {unit}s"
-    return f"every {seconds:g} seconds"
-
-
-def relative(moment: datetime | None, now: datetime) -> str:
-    """``"in 5 s"``, ``"3 minutes ago"``."""
-    if moment is None:
-        return "-"
-    delta = (moment - now).total_seconds()
-    if abs(delta) < 60:
-        seconds = round(abs(delta))
-        return f"in {seconds} s" if delta > 0 else f"{seconds} s ago"
-    if moment > now:
-        return f"in {timeuntil(moment, now, depth=1)}"
-    return f"{timesince(moment, now, depth=1)} ago"
-
-
-def local_time(moment: datetime | None, now: datetime) -> str:
-    """The local time, with the date only when it is not today."""
-    if moment is None:
-        return "-"
-    local = timezone.localtime(moment)
-    today = timezone.localtime(now).date()
-    return local.strftime("%H:%M:%S" if local.date() == today else "%Y-%m-%d %H:%M")
-
-
-class BoundedCountPaginator(Paginator):
-    """Counts at most ``COUNT_CAP`` + 1 rows, so a huge table never costs a full count."""
-
-    @cached_property
-    def count(self) -> int:
-        return self.object_list.order_by()[: COUNT_CAP + 1].count()
-
-
-class StatusFilter(admin.SimpleListFilter):
-    title = "status"
-    parameter_name = "status"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return list(TaskStatus.choices)
-
-    def queryset(self, request: HttpRequest, queryset: Any) -> Any:
-        if self.value() in TaskStatus.values:
-            return queryset.with_status(self.value(), timezone.now())
-        return queryset
-
-
-class CallbackFilter(admin.SimpleListFilter):
-    """Registered callback names: no query over the table."""
-
-    title = "callback"
-    parameter_name = "callback"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(name, name) for name in registered_names()]
-
-    def queryset(self, request: HttpRequest, queryset: Any) -> Any:
-        return queryset.filter(callback=self.value()) if self.value() else queryset
-
-
-class GroupFilter(admin.SimpleListFilter):
-    """The first 50 groups by name (an index scan); search finds the rest."""
-
-    title = "group"
-    parameter_name = "group"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        groups = Task.objects.filter(group_id__isnull=False).order_by("group_id")
-        names = groups.values_list("group_id", flat=True).distinct()[:50]
-        return [(name, name) for name in names]
-
-    def queryset(self, request: HttpRequest, queryset: Any) -> Any:
-        return queryset.filter(group_id=self.value()) if self.value() else queryset
 
 
 def scheduler_action(
@@ -240,7 +160,7 @@ class TaskAdmin(admin.ModelAdmin):
     @property
     def count_cap(self) -> int:
         """The most rows the changelist counts (read by its pagination template)."""
-        return COUNT_CAP
+        return admin_filters.COUNT_CAP
 
     def get_readonly_fields(self, request: HttpRequest, obj: Task | None = None) -> list[str]:
         fields = list(super().get_readonly_fields(request, obj))

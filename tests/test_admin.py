@@ -24,7 +24,7 @@ from django.utils import timezone
 from django.utils.html import escape
 
 from django_taskshed import admin as task_admin
-from django_taskshed import notifications
+from django_taskshed import admin_filters, display, notifications
 from django_taskshed.conf import taskshed_settings
 from django_taskshed.forms import registered_names
 from django_taskshed.models import Task, WorkerRecord
@@ -231,7 +231,7 @@ def test_relative_hint_never_says_0_minutes(seconds):
     """Just under a minute away (or ago) is "60 s" or "1 minute", never "0 minutes"."""
     now = timezone.now()
 
-    hint = task_admin.relative(now + timedelta(seconds=seconds), now).replace("\xa0", " ")
+    hint = display.relative(now + timedelta(seconds=seconds), now).replace("\xa0", " ")
 
     assert "0 minutes" not in hint, hint
 
@@ -417,7 +417,7 @@ def test_changelist_stays_within_its_query_budget(admin_client, django_assert_ma
 
 @pytest.fixture
 def small_count_cap(monkeypatch: pytest.MonkeyPatch) -> int:
-    monkeypatch.setattr(task_admin, "COUNT_CAP", 5)
+    monkeypatch.setattr(admin_filters, "COUNT_CAP", 5)
     return 5
 
 
