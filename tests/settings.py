@@ -41,6 +41,9 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "tests.urls"
 
+# Test users' passwords need no strength: PBKDF2's million rounds cost 0.3 s per user here.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
