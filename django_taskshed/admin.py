@@ -2,12 +2,13 @@
 
 import contextvars
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.template.response import SimpleTemplateResponse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
@@ -97,8 +98,21 @@ def retry_failed(scheduler: SyncScheduler, ids: list[str]) -> int:
     return scheduler.run_tasks_now(task_ids=ids, only_failed=True)
 
 
+def _stored(task: Task) -> bool:
+    """Whether ``task`` is a row with a schedule (the add form shows an empty one)."""
+    run_at: Any = task.run_at
+    return bool(task.pk) and run_at is not None
+
+
+if TYPE_CHECKING:  # django-stubs' generics; Django's classes take no [] at run time
+    TaskModelAdmin = admin.ModelAdmin[Task]
+    WorkerModelAdmin = admin.ModelAdmin[WorkerRecord]
+else:
+    TaskModelAdmin = WorkerModelAdmin = admin.ModelAdmin
+
+
 @admin.register(Task)
-class TaskAdmin(admin.ModelAdmin):
+class TaskAdmin(TaskModelAdmin):
     form = TaskAdminForm
     paginator = BoundedCountPaginator
     show_full_result_count = False
@@ -178,7 +192,7 @@ class TaskAdmin(admin.ModelAdmin):
         token = _served.set(served_callbacks())
         try:
             response = view(*args)
-            if hasattr(response, "render") and not response.is_rendered:
+            if isinstance(response, SimpleTemplateResponse) and not response.is_rendered:
                 response.render()
             return response
         finally:
@@ -204,7 +218,7 @@ class TaskAdmin(admin.ModelAdmin):
 
     @admin.display(description="served by")
     def served_by(self, task: Task) -> str:
-        if task.pk is None:
+        if not _stored(task):
             return "-"
         served = _served.get()
         if served is not None and task.callback not in served:
@@ -233,7 +247,7 @@ class TaskAdmin(admin.ModelAdmin):
 
     @admin.display(description="status")
     def status_badge(self, task: Task) -> str:
-        if task.pk is None or task.run_at is None:
+        if not _stored(task):
             return "-"
         status = task.status_at(timezone.now())
         return format_html(
@@ -259,7 +273,7 @@ class TaskAdmin(admin.ModelAdmin):
 
     @admin.display(description=f"next {UPCOMING} runs")
     def upcoming(self, task: Task) -> str:
-        if task.pk is None or task.run_at is None:
+        if not _stored(task):
             return "-"
         now = timezone.now()
         runs = upcoming_runs(task.run_at, task.interval, task.coalesce, now, UPCOMING)
@@ -272,7 +286,7 @@ class TaskAdmin(admin.ModelAdmin):
 
 
 @admin.register(WorkerRecord)
-class WorkerRecordAdmin(admin.ModelAdmin):
+class WorkerRecordAdmin(WorkerModelAdmin):
     list_display = [
         "worker_id",
         "hostname",

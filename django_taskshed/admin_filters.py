@@ -1,9 +1,10 @@
 """The task changelist's filters, and its paginator that never counts the whole table."""
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib import admin
 from django.core.paginator import Paginator
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.functional import cached_property
@@ -14,12 +15,19 @@ from .models import Task, TaskStatus
 COUNT_CAP = 10_000  # the changelist never counts further than this
 
 
-class BoundedCountPaginator(Paginator):
+if TYPE_CHECKING:  # django-stubs' generics; Django's classes take no [] at run time
+    TaskPaginator = Paginator[Task]
+else:
+    TaskPaginator = Paginator
+
+
+class BoundedCountPaginator(TaskPaginator):
     """Counts at most ``COUNT_CAP`` + 1 rows, so a huge table never costs a full count."""
 
     @cached_property
     def count(self) -> int:
-        return self.object_list.order_by()[: COUNT_CAP + 1].count()
+        tasks = cast("QuerySet[Task]", self.object_list)
+        return tasks.order_by()[: COUNT_CAP + 1].count()
 
 
 class StatusFilter(admin.SimpleListFilter):
@@ -57,7 +65,7 @@ class GroupFilter(admin.SimpleListFilter):
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         groups = Task.objects.filter(group_id__isnull=False).order_by("group_id")
         names = groups.values_list("group_id", flat=True).distinct()[:50]
-        return [(name, name) for name in names]
+        return [(str(name), str(name)) for name in names]
 
     def queryset(self, request: HttpRequest, queryset: Any) -> Any:
         return queryset.filter(group_id=self.value()) if self.value() else queryset

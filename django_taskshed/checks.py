@@ -14,12 +14,16 @@ from .registry import registry_errors
 GROUP_NAME = re.compile(r"[A-Za-z0-9._-]{1,99}")
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
 def _positive_number(value: Any) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool) and value > 0
+    return _number(value) and value > 0
 
 
 def _non_negative_number(value: Any) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool) and value >= 0
+    return _number(value) and value >= 0
 
 
 def _count(minimum: int) -> Callable[[Any], bool]:

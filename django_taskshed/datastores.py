@@ -13,7 +13,7 @@ from . import sql
 from .conf import taskshed_settings
 from .exceptions import InvalidTaskError
 from .leases import RUNNABLE
-from .models import ID_MAX_LENGTH, Task, TaskExecutionTime
+from .models import ID_MAX_LENGTH, Task, TaskExecutionTime, TaskQuerySet
 from .validation import aware_utc, check_identifier, task_row
 
 T = TypeVar("T")
@@ -66,7 +66,7 @@ class DjangoDataStore:
     def using(self) -> str:
         return self._using or taskshed_settings.DATABASE
 
-    def tasks(self):  # type: ignore[no-untyped-def]
+    def tasks(self) -> TaskQuerySet:
         return Task.objects.using(self.using)
 
     def add_tasks(self, tasks: Iterable[Task], *, replace_existing: bool = True) -> datetime | None:
@@ -78,7 +78,8 @@ class DjangoDataStore:
             sql.insert_tasks(connections[self.using], rows, replace_existing)
         if len(rows) >= sql.ANALYZE_AFTER_ROWS:
             sql.refresh_statistics(connections[self.using])
-        return min(row[3] for row in rows)
+        earliest: datetime = min(row[3] for row in rows)
+        return earliest
 
     def add_task(self, task: Task, *, replace_existing: bool = True) -> Task:
         """Write one task and return it as stored (the existing row if not replaced)."""
@@ -119,7 +120,8 @@ class DjangoDataStore:
     def next_run_at(self) -> datetime | None:
         """The earliest run_at of a task that can run (not paused, not failed)."""
         query = self.tasks().filter(RUNNABLE)
-        return query.aggregate(next=Min("run_at"))["next"]
+        earliest: datetime | None = query.aggregate(next=Min("run_at"))["next"]
+        return earliest
 
     def update_execution_times(self, times: Iterable[TaskExecutionTime]) -> datetime | None:
         """Move tasks to new run_at values in one transaction. Returns the earliest."""

@@ -1,6 +1,6 @@
 """The admin's task form: callbacks from the registry, kwargs as validated JSON."""
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.core.exceptions import ValidationError
@@ -27,7 +27,13 @@ class KwargsField(forms.JSONField):
             raise ValidationError(str(exc), code="invalid_kwargs") from None
 
 
-class TaskAdminForm(forms.ModelForm):
+if TYPE_CHECKING:  # django-stubs' generics; Django's classes take no [] at run time
+    TaskModelForm = forms.ModelForm[Task]
+else:
+    TaskModelForm = forms.ModelForm
+
+
+class TaskAdminForm(TaskModelForm):
     callback = forms.CharField(widget=forms.Select())
     kwargs = KwargsField(
         required=False,
@@ -61,7 +67,7 @@ class TaskAdminForm(forms.ModelForm):
                 self.fields[name].help_text = f"Empty: the default, {shown} (TASKSHED setting)."
 
     def clean_callback(self) -> str:
-        name = self.cleaned_data["callback"]
+        name: str = self.cleaned_data["callback"]
         names = registered_names()
         if name not in names:
             raise ValidationError(
@@ -79,7 +85,7 @@ class TaskAdminForm(forms.ModelForm):
         return self.cleaned_data.get("group_id") or None
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         try:
             check_schedule(data.get("run_type"), data.get("interval"), None)
         except InvalidTaskError as exc:

@@ -83,13 +83,13 @@ def claim_due_tasks(
     now = timezone.now()
     until = now + timedelta(seconds=ahead)
     token = uuid.uuid4().hex
-    lease = {"lease_owner": worker_id, "claim_token": token}
-    lease["lease_expires_at"] = now + timedelta(seconds=lease_seconds)
+    expires = now + timedelta(seconds=lease_seconds)
+    lease = {"lease_owner": worker_id, "claim_token": token, "lease_expires_at": expires}
     tasks = Task.objects.using(using)
     with transaction.atomic(using=using):
         if leases_sql.can_claim(connections[using]):
             rows = leases_sql.claim(
-                using, CLAIM_FIELDS, worker_id, token, lease["lease_expires_at"], now, until, limit
+                using, CLAIM_FIELDS, worker_id, token, expires, now, until, limit
             )
         elif connections[using].features.has_select_for_update_skip_locked:
             picked = (
@@ -101,10 +101,8 @@ def claim_due_tasks(
         else:
             # The UPDATE re-checks the due condition, so a row another claim took between
             # the two statements is not taken twice; the rows are read back by primary key.
-            picked = list(
-                tasks.filter(due(now, until)).order_by("run_at").values_list("pk")[:limit]
-            )
-            ids = [pk for (pk,) in picked]
+            due_ids = tasks.filter(due(now, until)).order_by("run_at").values_list("pk")[:limit]
+            ids = [pk for (pk,) in due_ids]
             claimed = tasks.filter(due(now, until), pk__in=ids).update(**lease) if ids else 0
             held = tasks.filter(pk__in=ids, claim_token=token)
             rows = list(held.order_by("run_at").values(*CLAIM_FIELDS)) if claimed else []

@@ -17,6 +17,7 @@ from typing import Any
 
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Field
 
 from .models import Task
 
@@ -110,7 +111,9 @@ def _converters(
     """Per column, what the ORM's compiler applies to a value read from the database."""
     found = []
     for name in columns:
-        expression = Task._meta.get_field(name).get_col(Task._meta.db_table)
+        field = Task._meta.get_field(name)
+        assert isinstance(field, Field)  # noqa: S101  (a column of the table, not a relation)
+        expression = field.get_col(Task._meta.db_table)
         fns = connection.ops.get_db_converters(expression) + expression.get_db_converters(
             connection
         )

@@ -45,7 +45,7 @@ class TaskStatus(models.TextChoices):
     FAILED = "failed", "failed"
 
 
-class TaskQuerySet(models.QuerySet):
+class TaskQuerySet(models.QuerySet["Task"]):
     def with_status(self, status: str, now: datetime) -> "TaskQuerySet":
         """Tasks whose ``Task.status_at(now)`` is ``status``."""
         failed = models.Q(failed_at__isnull=False)

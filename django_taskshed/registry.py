@@ -80,6 +80,6 @@ def get_callbacks() -> dict[str, Callable[..., Any]]:
     return callbacks
 
 
-def _settings_callbacks() -> dict[str, str]:
+def _settings_callbacks() -> dict[str, Any]:
     value = taskshed_settings.CALLBACKS
     return value if isinstance(value, dict) else {}

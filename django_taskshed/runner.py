@@ -7,7 +7,7 @@ import inspect
 import os
 import traceback
 from collections.abc import Callable, Mapping
-from concurrent.futures import Executor
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from functools import lru_cache, partial
 from typing import Any
@@ -23,7 +23,7 @@ from .scheduling import next_occurrence, retry_delay
 
 ERROR_MAX_CHARS = 1000
 INTERNAL_DIRS = tuple(
-    os.path.dirname(module.__file__) + os.sep
+    os.path.dirname(str(module.__file__)) + os.sep
     for module in (asyncio, asgiref, concurrent.futures, importlib.import_module(__package__))
 )
 TRACEBACK_MAX_CHARS = 20000
@@ -68,7 +68,10 @@ def _call_sync(func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
 
 
 async def invoke(
-    func: Callable[..., Any], claim: ClaimedTask, timeout: float | None, executor: Executor
+    func: Callable[..., Any],
+    claim: ClaimedTask,
+    timeout: float | None,
+    executor: ThreadPoolExecutor,
 ) -> None:
     """Run ``func(**kwargs)``: a coroutine function on this loop, anything else in a thread.
 

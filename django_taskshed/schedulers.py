@@ -87,7 +87,7 @@ def new_task(
     return Task(
         task_id=new_task_id() if task_id is None else task_id,
         callback=callback,
-        run_at=run_at,
+        run_at=run_at,  # type: ignore[misc]  # None: validation makes it now
         kwargs={} if kwargs is None else kwargs,
         run_type=run_type,
         interval=interval,

@@ -164,7 +164,8 @@ def insert_task(
     kept = dict(zip(KEPT_COLUMNS, found, strict=True))
     if connection.vendor != "postgresql":
         for name in KEPT_DATETIMES:
-            kept[name] = connection.ops.convert_datetimefield_value(kept[name], None, connection)
+            convert = connection.ops.convert_datetimefield_value  # type: ignore[attr-defined]
+            kept[name] = convert(kept[name], None, connection)
     return kept
 
 

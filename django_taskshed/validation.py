@@ -22,7 +22,8 @@ def aware_utc(value: Any, *, task_id: str | None = None, field: str = "run_at") 
         )
     if value.tzinfo is None or value.utcoffset() is None:
         value = timezone.make_aware(value, timezone.get_current_timezone())
-    return value.astimezone(dt_timezone.utc)
+    utc: datetime = value.astimezone(dt_timezone.utc)
+    return utc
 
 
 def check_identifier(value: Any, field: str, max_length: int, task_id: str | None) -> None:

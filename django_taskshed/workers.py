@@ -103,17 +103,25 @@ class EventDrivenWorker:
         self.claimed_count = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._main: asyncio.Task[None] | None = None
-        self._wake: asyncio.Event | None = None
+        self._wake = asyncio.Event()  # bound to the loop that first waits on it
         self._deadline: datetime | None = None
         self._stopping = False
         self._nothing_due = False
         self._running: dict[asyncio.Task[None], ClaimedTask] = {}
         self._sync_running: set[str] = set()
-        self._settlement: Settlement | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        # Threads start on first use: a worker that never starts costs none.
+        self._executor = ThreadPoolExecutor(
+            max_workers=min(self.options.concurrency, SYNC_THREADS),
+            thread_name_prefix="taskshed-callback",
+        )
+        using = self.datastore.using
+        self._claim_db = DatabaseThread(using, "taskshed-claim")
+        one_writer = connections[using].vendor == "sqlite"
+        self._settle_db = self._claim_db if one_writer else DatabaseThread(using, "taskshed-settle")
+        self._settlement = Settlement(
+            using, self.worker_id, self._settle_db, hint=self._hint, idle=self._poke
+        )
         self._heartbeat: Heartbeat | None = None
-        self._claim_db: DatabaseThread | None = None
-        self._settle_db: DatabaseThread | None = None
         self._listener: notifications.GroupListener | None = None
         self._closing: asyncio.Task[None] | None = None
 
@@ -132,20 +140,8 @@ class EventDrivenWorker:
         if self._loop is not None:
             return
         self._loop = asyncio.get_running_loop()
-        self._wake = asyncio.Event()
         if self.callbacks is None:
             self.callbacks = get_callbacks()
-        self._executor = ThreadPoolExecutor(
-            max_workers=min(self.options.concurrency, SYNC_THREADS),
-            thread_name_prefix="taskshed-callback",
-        )
-        using = self.datastore.using
-        self._claim_db = DatabaseThread(using, "taskshed-claim")
-        one_writer = connections[using].vendor == "sqlite"
-        self._settle_db = self._claim_db if one_writer else DatabaseThread(using, "taskshed-settle")
-        self._settlement = Settlement(
-            using, self.worker_id, self._settle_db, hint=self._hint, idle=self._poke
-        )
         now = timezone.now()
         record = WorkerRecord(
             worker_id=self.worker_id,
@@ -157,7 +153,11 @@ class EventDrivenWorker:
             callbacks=sorted(self.callbacks),
         )
         self._heartbeat = Heartbeat(
-            record, using, self.options.lease, self._settlement.held_tokens, self.running_count
+            record,
+            self.datastore.using,
+            self.options.lease,
+            self._settlement.held_tokens,
+            self.running_count,
         )
         await sync_to_async(self._heartbeat.start)()
         notifications.LOCAL_WORKERS.add(self)
@@ -217,8 +217,7 @@ class EventDrivenWorker:
             self._poke()
 
     def _poke(self) -> None:
-        if self._wake is not None:
-            self._wake.set()
+        self._wake.set()
 
     async def _run(self) -> None:
         try:
@@ -329,7 +328,8 @@ class EventDrivenWorker:
     def _timeout(self, claim: ClaimedTask) -> float | None:
         if claim.timeout is not None:
             return claim.timeout.total_seconds()
-        return taskshed_settings.TIMEOUT
+        default: float | None = taskshed_settings.TIMEOUT
+        return default
 
     # -- stopping -----------------------------------------------------------------------
 
@@ -380,11 +380,9 @@ class EventDrivenWorker:
         if self._heartbeat is not None:
             await sync_to_async(self._heartbeat.stop)()
             await sync_to_async(self._heartbeat.unregister)()
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor.shutdown(wait=False, cancel_futures=True)
         for thread in (self._claim_db, self._settle_db):
-            if thread is not None:
-                await thread.close()
+            await thread.close()
         logger.info("worker %s stopped", self.worker_id)
 
     @property

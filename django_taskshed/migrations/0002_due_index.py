@@ -8,12 +8,14 @@ a warning.
 """
 
 from django.db import migrations
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+from django.db.migrations.state import StateApps
 
 INDEX = "taskshed_due_idx"
 TABLE = "django_taskshed_task"
 
 
-def create_due_index(apps, schema_editor):
+def create_due_index(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     qn = schema_editor.quote_name
     if schema_editor.connection.vendor == "mysql":
         sql = f"CREATE INDEX {qn(INDEX)} ON {qn(TABLE)} ({qn('paused')}, {qn('failed_at')}, {qn('run_at')})"
@@ -26,7 +28,7 @@ def create_due_index(apps, schema_editor):
     schema_editor.execute(sql)
 
 
-def drop_due_index(apps, schema_editor):
+def drop_due_index(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     qn = schema_editor.quote_name
     if schema_editor.connection.vendor == "mysql":
         schema_editor.execute(f"DROP INDEX {qn(INDEX)} ON {qn(TABLE)}")

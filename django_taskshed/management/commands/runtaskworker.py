@@ -5,7 +5,7 @@ import logging
 import os
 import signal
 import sys
-from typing import Any
+from typing import Any, TextIO, cast
 
 from asgiref.sync import sync_to_async
 from django.core.management.base import BaseCommand, CommandParser
@@ -109,7 +109,7 @@ class Command(BaseCommand):
         if package_logger.level == logging.NOTSET:
             package_logger.setLevel(VERBOSITY_LEVELS.get(verbosity, logging.INFO))
         if not package_logger.handlers and not logging.getLogger().handlers:
-            handler = logging.StreamHandler(self.stderr._out)
+            handler = logging.StreamHandler(cast(TextIO, self.stderr._out))
             handler.setFormatter(
                 logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
             )
