@@ -7,6 +7,7 @@ Each function is one transactional step, called through ``sync_to_async`` by the
 import logging
 import uuid
 from collections.abc import Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -78,20 +79,21 @@ def claim_due_tasks(
 
     PostgreSQL and MySQL lock the picked rows with ``SELECT ... FOR UPDATE SKIP LOCKED``;
     SQLite, which has no row locks, leases them with a conditional ``UPDATE``. Either way
-    no task is claimed twice.
+    no task is claimed twice. On PostgreSQL and SQLite 3.35+ the claim is one
+    ``UPDATE ... RETURNING`` statement (``leases_sql``).
     """
     now = timezone.now()
     until = now + timedelta(seconds=ahead)
     token = uuid.uuid4().hex
     expires = now + timedelta(seconds=lease_seconds)
     lease = {"lease_owner": worker_id, "claim_token": token, "lease_expires_at": expires}
+    if leases_sql.can_claim(connections[using]):
+        # One statement is atomic by itself: no transaction around it, no round trip to commit.
+        rows = leases_sql.claim(using, CLAIM_FIELDS, worker_id, token, expires, now, until, limit)
+        return [ClaimedTask(claim_token=token, **row) for row in rows]
     tasks = Task.objects.using(using)
     with transaction.atomic(using=using):
-        if leases_sql.can_claim(connections[using]):
-            rows = leases_sql.claim(
-                using, CLAIM_FIELDS, worker_id, token, expires, now, until, limit
-            )
-        elif connections[using].features.has_select_for_update_skip_locked:
+        if connections[using].features.has_select_for_update_skip_locked:
             picked = (
                 tasks.filter(due(now, until)).order_by("run_at").select_for_update(skip_locked=True)
             )
@@ -142,12 +144,12 @@ def settle(using: str, worker_id: str, outcomes: list[Outcome]) -> SettleReport:
     if not outcomes:
         return report
     by_id = {outcome.claim.task_id: outcome for outcome in outcomes}
+    if connections[using].vendor == "postgresql":
+        report.settled = _settle_fenced(using, worker_id, by_id)
+        if not by_id:
+            return report
     tasks = Task.objects.using(using)
     with transaction.atomic(using=using):
-        if connections[using].vendor == "postgresql":
-            report.settled = _settle_fenced(using, worker_id, by_id)
-            if not by_id:
-                return report
         current = tasks.select_for_update().filter(pk__in=list(by_id), lease_owner=worker_id)
         held = {}
         for task_id, token, updated_at in current.values_list("pk", "claim_token", "updated_at"):
@@ -178,13 +180,16 @@ def _settle_fenced(using: str, worker_id: str, by_id: dict[str, Outcome]) -> int
         elif outcome.changes.keys() <= leases_sql.ARRAY_TYPES.keys():
             groups.setdefault(tuple(sorted(outcome.changes)), []).append(outcome)
     written: set[str] = set()
-    for columns, group in groups.items():
-        claims = [outcome.claim for outcome in group]
-        if columns is None:
-            written |= leases_sql.delete_fenced(using, worker_id, claims)
-        else:
-            values = [[outcome.changes[c] for outcome in group] for c in columns]
-            written |= leases_sql.update_fenced(using, worker_id, claims, columns, values)
+    # One statement needs no transaction (and no round trip to commit); several share one,
+    # so that a failure part-way leaves the whole batch to be written again.
+    with transaction.atomic(using=using) if len(groups) > 1 else nullcontext():
+        for columns, group in groups.items():
+            claims = [outcome.claim for outcome in group]
+            if columns is None:
+                written |= leases_sql.delete_fenced(using, worker_id, claims)
+            else:
+                values = [[outcome.changes[c] for outcome in group] for c in columns]
+                written |= leases_sql.update_fenced(using, worker_id, claims, columns, values)
     for task_id in written:
         del by_id[task_id]
     return len(written)
