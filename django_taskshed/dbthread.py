@@ -38,7 +38,10 @@ class DatabaseThread:
             return func(*args)
         except Exception:
             # A broken connection (the server restarted, say) is replaced at the next step.
-            connections[self.using].close_if_unusable_or_obsolete()
+            try:
+                connections[self.using].close_if_unusable_or_obsolete()
+            except Exception:  # some drivers refuse to close what is already closed
+                logger.debug("%s: closing a broken connection failed", self.name, exc_info=True)
             raise
 
     async def close(self) -> None:
