@@ -78,8 +78,10 @@ class Command(BaseCommand):
 
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, on_signal, signum)
+        # Counted before the worker starts: once it runs, it leases what is due at once.
+        due_now = await sync_to_async(self._due_now)(worker)
         await worker.start()
-        self.stdout.write(await sync_to_async(self._banner)(worker))
+        self.stdout.write(self._banner(worker, due_now))
         self.stdout.flush()
         await worker.wait_stopped()
         if worker.stuck_sync_callbacks:
@@ -93,10 +95,14 @@ class Command(BaseCommand):
             sys.stderr.flush()
             os._exit(0)
 
-    def _banner(self, worker: EventDrivenWorker) -> str:
+    @staticmethod
+    def _due_now(worker: EventDrivenWorker) -> int:
+        tasks = Task.objects.using(worker.datastore.using)
+        return tasks.filter(due(timezone.now())).count()
+
+    def _banner(self, worker: EventDrivenWorker, due_now: int) -> str:
         using = worker.datastore.using
         layer = notifications.channel_layer()
-        due_now = Task.objects.using(using).filter(due(timezone.now())).count()
         return (
             f"taskshed worker {worker.worker_id} started: database {connections[using].vendor} "
             f"({using}), channel layer {type(layer).__name__ if layer else 'off'}, "
