@@ -8,8 +8,8 @@ fixture, which then skips them with that reason.
 Shared fixtures: ``worker_procs`` starts real ``runtaskworker`` subprocesses; ``scheduler``
 runs a test with each scheduler (the sync one awaited through ``sync_to_async``),
 ``fake_worker`` stands in for an in-process worker, ``sent`` records group notifications,
-``empty_registry`` empties the callback registry for a test, and async tests close the sync
-thread's connections when they end.
+``empty_registry`` empties the callback registry for a test, ``fail_once`` makes a database
+step fail once, and async tests close the sync thread's connections when they end.
 """
 
 import inspect
@@ -134,6 +134,28 @@ def redis_url(pytestconfig: pytest.Config) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return url
+
+
+@pytest.fixture
+def fail_once(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any, str], list[Any]]:
+    """``fail_once(module, name)``: the first call of ``module.name`` raises a database error
+    (as when the server drops the connection), later calls go through. Returns the calls."""
+    from django.db import OperationalError
+
+    def patch(module: Any, name: str) -> list[Any]:
+        calls: list[Any] = []
+        real = getattr(module, name)
+
+        def flaky(*args: Any, **kwargs: Any) -> Any:
+            calls.append(args)
+            if len(calls) == 1:
+                raise OperationalError("the server went away")
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, flaky)
+        return calls
+
+    return patch
 
 
 # --- Database connections of asgiref's sync thread -------------------------------------------

@@ -6,7 +6,6 @@ from datetime import datetime, timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.db import OperationalError
 from django.utils import timezone
 
 from django_taskshed import leases, settlement
@@ -60,19 +59,10 @@ async def test_results_are_written_and_the_earliest_new_run_at_is_hinted(db):
     ]
 
 
-async def test_a_failed_write_is_retried_and_nothing_is_lost(db, monkeypatch, caplog):
+async def test_a_failed_write_is_retried_and_nothing_is_lost(db, monkeypatch, fail_once, caplog):
     claims = await claimed("flaky")
     monkeypatch.setattr(settlement, "ERROR_BACKOFF", 0.05)
-    calls = []
-    settle = leases.settle
-
-    def fails_once(*args):
-        calls.append(1)
-        if len(calls) == 1:
-            raise OperationalError("the server went away")
-        return settle(*args)
-
-    monkeypatch.setattr(leases, "settle", fails_once)
+    calls = fail_once(leases, "settle")
     ledger = Settlement(USING, "w1", db, hint=lambda run_at: None, idle=lambda: None)
     ledger.hold(claims["flaky"])
     ledger.add(Outcome(claims["flaky"], delete=True))

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.db import OperationalError, connection, connections
+from django.db import connection, connections
 from django.test import override_settings
 from django.utils import timezone
 
@@ -95,18 +95,9 @@ async def test_successful_one_off_tasks_are_deleted():
     assert sorted(ran, key=str) == [0, 1, 2, 3, 4, "sync 5"]
 
 
-async def test_a_failed_claim_is_logged_and_the_worker_goes_on(monkeypatch, caplog):
+async def test_a_failed_claim_is_logged_and_the_worker_goes_on(monkeypatch, fail_once, caplog):
     monkeypatch.setattr(workers, "ERROR_BACKOFF", 0.05)
-    calls = []
-    claim = leases.claim_due_tasks
-
-    def fails_once(*args):
-        calls.append(1)
-        if len(calls) == 1:
-            raise OperationalError("the server went away")
-        return claim(*args)
-
-    monkeypatch.setattr(leases, "claim_due_tasks", fails_once)
+    calls = fail_once(leases, "claim_due_tasks")
     ran = []
 
     async def note():
