@@ -152,6 +152,16 @@ def filesystem_of(path: str) -> str:
     return f"{kind} ({mount})"
 
 
+def clean_up(targets: list[Any], log_dir: str) -> None:
+    """End of a run: close this process's connections, drop the targets, remove the logs."""
+    from django.db import connections
+
+    connections.close_all()
+    for target in targets:
+        target.cleanup()
+    shutil.rmtree(log_dir, ignore_errors=True)
+
+
 def make_targets(choice: str, pg_name: str, args: Any) -> list[Any]:
     """The databases to measure; the SQLite file's directory is named after ``pg_name``."""
     targets: list[Any] = []

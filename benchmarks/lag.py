@@ -34,7 +34,6 @@ import asyncio
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -54,6 +53,7 @@ from benchmarks.bench_common import (  # noqa: E402
     WorkerProcess,
     add_database_arguments,
     add_quiet_arguments,
+    clean_up,
     clear_tasks,
     configure_django,
     load_average,
@@ -536,12 +536,7 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(run_all(targets, args, log_dir, prefix))
         print(f"\nload average at end {load_average()}")
     finally:
-        from django.db import connections
-
-        connections.close_all()
-        for target in targets:
-            target.cleanup()
-        shutil.rmtree(log_dir, ignore_errors=True)
+        clean_up(targets, log_dir)
     return 0
 
 

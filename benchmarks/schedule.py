@@ -38,7 +38,7 @@ import psycopg
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # measure this checkout, whatever is installed
 
-from benchmarks.bench_common import versions  # noqa: E402
+from benchmarks.bench_common import filesystem_of, versions  # noqa: E402
 
 TABLE = "django_taskshed_task"
 CALLBACK = "bench.noop"
@@ -247,21 +247,6 @@ class PostgresTarget:
 
 
 Target = SqliteTarget | PostgresTarget
-
-
-def filesystem_of(path: str) -> str:
-    """The file system type ``path`` lives on, from /proc/mounts where there is one."""
-    try:
-        mounts = [line.split()[1:3] for line in Path("/proc/mounts").read_text().splitlines()]
-    except OSError:
-        return "an unknown file system"
-    real = os.path.realpath(path)
-    matches = [(m, t) for m, t in mounts if real == m or real.startswith(m.rstrip("/") + "/")]
-    mount, kind = max(matches, key=lambda mt: len(mt[0]), default=("?", "?"))
-    return f"{kind} ({mount})"
-
-
-# --- Django ----------------------------------------------------------------------------------
 
 
 def configure_django(targets: list[Target]) -> None:

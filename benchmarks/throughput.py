@@ -52,6 +52,7 @@ from benchmarks.bench_common import (  # noqa: E402
     WorkerProcess,
     add_database_arguments,
     add_quiet_arguments,
+    clean_up,
     clear_tasks,
     configure_django,
     count_tasks,
@@ -610,12 +611,7 @@ def main(argv: list[str] | None = None) -> int:
                 for label, flags in configs:
                     bench.profile(label, flags, args.tasks)
     finally:
-        from django.db import connections
-
-        connections.close_all()
-        for target in targets:
-            target.cleanup()
-        shutil.rmtree(log_dir, ignore_errors=True)
+        clean_up(targets, log_dir)
     return 0
 
 
