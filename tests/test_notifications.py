@@ -50,6 +50,7 @@ from tests.redis_support import (
     redis_layer,
     unique_name,
 )
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -78,20 +79,6 @@ def row(task_id: str, run_at: datetime = T1, **fields: Any) -> Task:
 
 def seconds_from_now(seconds: float) -> datetime:
     return timezone.now() + timedelta(seconds=seconds)
-
-
-async def eventually(condition: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
-    """Poll ``condition`` (sync or async) until it is truthy; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
-        await asyncio.sleep(0.01)
 
 
 # --- Layers ------------------------------------------------------------------------------------

@@ -6,11 +6,10 @@ subprocess tests in test_runtaskworker.py use the ledger instead.
 """
 
 import asyncio
-import inspect
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,6 +25,7 @@ from django_taskshed.models import Task, TaskExecutionTime, WorkerRecord
 from django_taskshed.registry import get_callbacks
 from django_taskshed.schedulers import AsyncScheduler, SyncScheduler
 from django_taskshed.workers import EventDrivenWorker
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30)]
 
@@ -41,20 +41,6 @@ async def running(worker: EventDrivenWorker) -> AsyncIterator[EventDrivenWorker]
         yield worker
     finally:
         await worker.shutdown()
-
-
-async def eventually(condition: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
-    """Poll ``condition`` (sync or async) until it is truthy; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
-        await asyncio.sleep(0.02)
 
 
 async def stored(task_id: str) -> Task | None:
