@@ -39,3 +39,7 @@ class TaskTimeoutError(TaskshedError, TimeoutError):
     def __init__(self, task_id: str, seconds: float):
         self.task_id = task_id
         super().__init__(f"task {task_id!r} timed out after {seconds:g} s")
+
+
+class NoWorkerError(TaskshedError, RuntimeError):
+    """A call that needs an in-process worker was made on a scheduler without one."""

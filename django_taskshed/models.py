@@ -45,7 +45,22 @@ class TaskStatus(models.TextChoices):
     FAILED = "failed", "failed"
 
 
+# Tasks that can run at all, written "paused = <false>" on every database and Django version
+# (a bare False is written "NOT paused" on SQLite by Django 5.2 and "paused = 0" by 6.x), so
+# that the due index's condition (migration 0002) matches it.
+RUNNABLE = models.Q(paused=models.Value(False), failed_at__isnull=True)
+
+
 class TaskQuerySet(models.QuerySet["Task"]):
+    def runnable(self) -> "TaskQuerySet":
+        """Tasks that can run at all: not paused, not failed."""
+        return self.filter(RUNNABLE)
+
+    def due(self, now: datetime, until: datetime | None = None) -> "TaskQuerySet":
+        """Tasks due by ``until`` (default now): runnable and not under a live lease."""
+        free = models.Q(lease_expires_at__isnull=True) | models.Q(lease_expires_at__lt=now)
+        return self.filter(RUNNABLE & models.Q(run_at__lte=until or now) & free)
+
     def with_status(self, status: str, now: datetime) -> "TaskQuerySet":
         """Tasks whose ``Task.status_at(now)`` is ``status``."""
         failed = models.Q(failed_at__isnull=False)

@@ -17,6 +17,7 @@ from django.db import connections, transaction
 from django.utils import timezone
 
 from .conf import taskshed_settings
+from .django_internals import on_commit_callbacks
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ CLOSE_ATTEMPTS = 5
 
 
 class Wakeable(Protocol):
-    def update_schedule(self, run_at: datetime | None = None) -> None: ...
+    def update_schedule(self, run_at: datetime | None = None) -> object: ...
 
 
 def channel_layer() -> Any:
@@ -183,8 +184,7 @@ def notify_on_commit(run_at: datetime | None, using: str, worker: Wakeable | Non
     if connection.in_atomic_block:
         # Any pending notice of this transaction will do: one registered in a savepoint that
         # rolls back is dropped by Django with it, and a merge only makes a hint earlier.
-        for entry in connection.run_on_commit:
-            func = entry[1]
+        for func in on_commit_callbacks(connection):
             if isinstance(func, PendingNotice) and func.worker is worker:
                 func.merge(run_at)
                 return
@@ -197,7 +197,7 @@ class GroupListener:
     Nothing in a message is trusted beyond its hint; a malformed one is logged and dropped.
     """
 
-    def __init__(self, layer: Any, group: str, on_hint: Callable[[datetime | None], None]):
+    def __init__(self, layer: Any, group: str, on_hint: Callable[[datetime | None], object]):
         self.layer = layer
         self.group = group
         self.on_hint = on_hint

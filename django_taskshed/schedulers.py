@@ -2,99 +2,18 @@
 
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 
 from . import notifications
+from .changes import Change, Operations, new_task
 from .datastores import DjangoDataStore
-from .exceptions import TaskshedError
-from .models import Task, TaskExecutionTime, new_task_id
+from .eager import eager
+from .exceptions import NoWorkerError
+from .models import Task, TaskExecutionTime
 
 R = TypeVar("R")
-
-
-class Change(NamedTuple):
-    """A committed change; ``run_at`` is its earliest affected occurrence, if known."""
-
-    run_at: datetime | None
-
-
-class Operations:
-    """Each scheduler operation as one sync step returning ``(result, Change or None)``."""
-
-    def __init__(self, datastore: DjangoDataStore):
-        self.datastore = datastore
-
-    def add_task(self, task: Task, replace_existing: bool) -> tuple[Task, Change]:
-        stored = self.datastore.add_task(task, replace_existing=replace_existing)
-        return stored, Change(None if stored.paused else stored.run_at)
-
-    def add_tasks(
-        self, tasks: Iterable[Task], replace_existing: bool
-    ) -> tuple[None, Change | None]:
-        earliest = self.datastore.add_tasks(tasks, replace_existing=replace_existing)
-        return None, None if earliest is None else Change(earliest)
-
-    def fetch_tasks(
-        self, task_ids: Iterable[str] | None, group_id: str | None
-    ) -> tuple[list[Task], None]:
-        return self.datastore.fetch_tasks(task_ids, group_id), None
-
-    def pause_tasks(
-        self, task_ids: Iterable[str] | None, group_id: str | None
-    ) -> tuple[int, Change | None]:
-        count = self.datastore.pause_tasks(task_ids, group_id)
-        return count, Change(None) if count else None
-
-    def resume_tasks(
-        self, task_ids: Iterable[str] | None, group_id: str | None
-    ) -> tuple[int, Change | None]:
-        count, earliest = self.datastore.resume_tasks(task_ids, group_id)
-        return count, Change(earliest) if count else None
-
-    def remove_tasks(
-        self, task_ids: Iterable[str] | None, group_id: str | None
-    ) -> tuple[int, Change | None]:
-        count = self.datastore.remove_tasks(task_ids, group_id)
-        return count, Change(None) if count else None
-
-    def run_tasks_now(
-        self, task_ids: Iterable[str] | None, group_id: str | None, only_failed: bool
-    ) -> tuple[int, Change | None]:
-        count = self.datastore.run_tasks_now(task_ids, group_id, only_failed=only_failed)
-        return count, Change(None) if count else None
-
-    def update_execution_times(
-        self, times: Iterable[TaskExecutionTime]
-    ) -> tuple[None, Change | None]:
-        earliest = self.datastore.update_execution_times(times)
-        return None, None if earliest is None else Change(earliest)
-
-
-def new_task(
-    callback: str,
-    run_at: datetime | None,
-    kwargs: dict[str, Any] | None,
-    run_type: str,
-    interval: timedelta | None,
-    task_id: str | None,
-    group_id: str | None,
-    paused: bool,
-    coalesce: bool,
-) -> Task:
-    """The unsaved Task that ``add_task()`` arguments describe."""
-    return Task(
-        task_id=new_task_id() if task_id is None else task_id,
-        callback=callback,
-        run_at=run_at,  # type: ignore[misc]  # None: validation makes it now
-        kwargs={} if kwargs is None else kwargs,
-        run_type=run_type,
-        interval=interval,
-        group_id=group_id,
-        paused=paused,
-        coalesce=coalesce,
-    )
 
 
 class _SchedulerBase:
@@ -106,11 +25,8 @@ class _SchedulerBase:
 
     def _add_callback(self, name: str, callback: Callable[..., Any]) -> None:
         if self.worker is None:
-            raise TaskshedError("add_callback() needs a worker: pass worker= to the scheduler")
+            raise NoWorkerError("add_callback() needs a worker: pass worker= to the scheduler")
         self.worker.add_callback(name, callback)
-
-
-SELECTOR_DOC = "Select tasks by an iterable of ``task_ids`` or by one ``group_id``."
 
 
 class SyncScheduler(_SchedulerBase):
@@ -292,8 +208,11 @@ class AsyncScheduler(_SchedulerBase):
         """Move tasks to new run_at values in one transaction."""
         await self._run(self._ops.update_execution_times, tasks)
 
-    async def add_callback(self, name: str, callback: Callable[..., Any]) -> None:
-        """Register ``callback`` under ``name`` with the attached worker."""
+    @eager
+    def add_callback(self, name: str, callback: Callable[..., Any]) -> None:
+        """Register ``callback`` under ``name`` with the attached worker, at once; the result
+        may be awaited, so TaskShed's plain call and ``await`` both work. Without a worker,
+        NoWorkerError (a RuntimeError)."""
         self._add_callback(name, callback)
 
     async def _run(self, operation: Callable[..., tuple[R, Change | None]], *args: Any) -> R:

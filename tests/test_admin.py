@@ -24,11 +24,13 @@ from django.utils import timezone
 from django.utils.html import escape
 
 from django_taskshed import admin as task_admin
-from django_taskshed import admin_filters, display, notifications
+from django_taskshed import notifications
+from django_taskshed.admin import display
+from django_taskshed.admin import filters as admin_filters
+from django_taskshed.admin.forms import registered_names
 from django_taskshed.conf import taskshed_settings
-from django_taskshed.forms import registered_names
 from django_taskshed.models import Task, WorkerRecord
-from django_taskshed.scheduling import upcoming_runs
+from django_taskshed.occurrences import upcoming_runs
 
 pytestmark = pytest.mark.django_db
 

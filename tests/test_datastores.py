@@ -1,10 +1,9 @@
 """DjangoDataStore: the ORM operations under the schedulers, called directly.
 
-Sync tests run inside pytest-django's test transaction; the async twins get their own
-transactional test.
+Sync tests run inside pytest-django's test transaction; TaskShed's coroutine methods get their
+own transactional test.
 """
 
-import inspect
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 
@@ -13,8 +12,8 @@ from asgiref.sync import iscoroutinefunction
 from django.test import override_settings
 from django.utils import timezone
 
-from django_taskshed import datastores, sql
-from django_taskshed.datastores import CHUNK, DjangoDataStore, chunks, selector
+from django_taskshed.datastores import DjangoDataStore, upserts
+from django_taskshed.datastores.tasks import CHUNK, chunks, selector
 from django_taskshed.models import Task, TaskExecutionTime
 
 UTC = dt_timezone.utc
@@ -87,39 +86,39 @@ def test_using_follows_the_settings_unless_given():
 
 
 def test_add_tasks_returns_the_earliest_run_at(store):
-    earliest = store.add_tasks([row("a", T2), row("b", T0), row("c", T1)])
+    earliest = store.write_tasks([row("a", T2), row("b", T0), row("c", T1)])
     assert earliest == T0
     assert ids() == ["a", "b", "c"]
 
 
 def test_add_tasks_of_nothing_returns_none(store, django_assert_num_queries):
     with django_assert_num_queries(0):
-        assert store.add_tasks([]) is None
+        assert store.write_tasks([]) is None
 
 
 def test_add_tasks_is_one_bulk_statement(store, django_assert_max_num_queries):
     with django_assert_max_num_queries(FEW):
-        store.add_tasks([row(f"t{i:04d}", T1) for i in range(2000)])
+        store.write_tasks([row(f"t{i:04d}", T1) for i in range(2000)])
     assert Task.objects.count() == 2000
 
 
 def test_add_tasks_is_all_or_nothing_in_the_database(store, monkeypatch):
-    insert = sql.insert_tasks
+    insert = upserts.insert_tasks
 
     def insert_then_fail(*args, **kwargs):
         insert(*args, **kwargs)
         raise RuntimeError("the database went away")
 
     seed(row("old", T0, kwargs={"v": "old"}))
-    monkeypatch.setattr(sql, "insert_tasks", insert_then_fail)
+    monkeypatch.setattr(upserts, "insert_tasks", insert_then_fail)
     with pytest.raises(RuntimeError):
-        store.add_tasks([row("a"), row("old", T2, kwargs={"v": "new"})])
+        store.write_tasks([row("a"), row("old", T2, kwargs={"v": "new"})])
     assert ids() == ["old"]
     assert Task.objects.get(pk="old").kwargs == {"v": "old"}
 
 
 def test_add_task_returns_the_stored_task(store):
-    task = store.add_task(row("a", T1, kwargs={"x": 1}))
+    task = store.write_task(row("a", T1, kwargs={"x": 1}))
     stored = Task.objects.get(pk="a")
     assert (task.task_id, task.run_at, task.kwargs) == ("a", T1, {"x": 1})
     assert task.created_at == stored.created_at
@@ -128,8 +127,8 @@ def test_add_task_returns_the_stored_task(store):
 
 
 def test_add_task_without_replacing_returns_the_existing_row(store):
-    store.add_task(row("a", T1, kwargs={"v": "old"}))
-    kept = store.add_task(row("a", T2, kwargs={"v": "new"}), replace_existing=False)
+    store.write_task(row("a", T1, kwargs={"v": "old"}))
+    kept = store.write_task(row("a", T2, kwargs={"v": "new"}), replace_existing=False)
     assert (kept.run_at, kept.kwargs) == (T1, {"v": "old"})
     assert Task.objects.get(pk="a").kwargs == {"v": "old"}
 
@@ -154,9 +153,9 @@ def test_replacing_rewrites_the_definition_and_clears_the_failure(store, many):
     created_at = Task.objects.get(pk="a").created_at
     new = row("a", T2, kwargs={"v": "new"}, run_type="recurring", interval=timedelta(hours=1))
     if many:
-        store.add_tasks([new])
+        store.write_tasks([new])
     else:
-        store.add_task(new)
+        store.write_task(new)
     task = Task.objects.get(pk="a")
     assert (task.run_at, task.kwargs, task.run_type, task.interval) == (
         T2,
@@ -176,9 +175,9 @@ def test_not_replacing_leaves_every_column_alone(store, many):
     before = Task.objects.filter(pk="a").values().get()
     new = row("a", T2, kwargs={"v": "new"})
     if many:
-        store.add_tasks([new, row("b")], replace_existing=False)
+        store.write_tasks([new, row("b")], replace_existing=False)
     else:
-        store.add_task(new, replace_existing=False)
+        store.write_task(new, replace_existing=False)
     assert Task.objects.filter(pk="a").values().get() == before
 
 
@@ -187,14 +186,14 @@ def test_not_replacing_leaves_every_column_alone(store, many):
 
 def test_fetch_tasks_orders_by_run_at_then_id(store):
     seed(row("b", T1), row("a", T1), row("c", T0), row("d", T2, group_id="g"))
-    assert [t.task_id for t in store.fetch_tasks(["a", "b", "c", "d"])] == ["c", "a", "b", "d"]
-    assert [t.task_id for t in store.fetch_tasks(group_id="g")] == ["d"]
+    assert [t.task_id for t in store.read_tasks(["a", "b", "c", "d"])] == ["c", "a", "b", "d"]
+    assert [t.task_id for t in store.read_tasks(group_id="g")] == ["d"]
 
 
 def test_fetch_tasks_orders_across_chunks(store):
     count = CHUNK + 500
     seed(*(row(f"t{i:05d}", T1 + timedelta(seconds=(i * 7919) % count)) for i in range(count)))
-    fetched = store.fetch_tasks([f"t{i:05d}" for i in range(count)])
+    fetched = store.read_tasks([f"t{i:05d}" for i in range(count)])
     assert len(fetched) == count
     keys = [(t.run_at, t.task_id) for t in fetched]
     assert keys == sorted(keys)
@@ -213,7 +212,7 @@ def test_next_run_at_skips_paused_and_failed_tasks(store):
 
 def test_update_execution_times_returns_the_earliest(store):
     seed(row("a", T0), row("b", T0))
-    earliest = store.update_execution_times(
+    earliest = store.move_tasks(
         [TaskExecutionTime("a", T3), TaskExecutionTime("b", datetime(2030, 1, 15, 11, 0))]
     )
     assert earliest == T2  # 11:00 in Paris is 10:00 UTC
@@ -222,16 +221,16 @@ def test_update_execution_times_returns_the_earliest(store):
 
 
 def test_update_execution_times_of_an_unknown_id_creates_nothing(store):
-    assert store.update_execution_times([TaskExecutionTime("ghost", T1)]) == T1
+    assert store.move_tasks([TaskExecutionTime("ghost", T1)]) == T1
     assert ids() == []
-    assert store.update_execution_times([]) is None
+    assert store.move_tasks([]) is None
 
 
 def test_update_execution_times_uses_bulk_statements(store, django_assert_max_num_queries):
     seed(*(row(f"t{i:04d}", T0) for i in range(1000)))
     times = [TaskExecutionTime(f"t{i:04d}", T1 + timedelta(seconds=i)) for i in range(1000)]
     with django_assert_max_num_queries(FEW):
-        store.update_execution_times(times)
+        store.move_tasks(times)
     assert Task.objects.filter(run_at__gte=T1).count() == 1000
 
 
@@ -266,9 +265,9 @@ def test_bulk_selectors_issue_one_statement_per_chunk(store, django_assert_max_n
     with django_assert_max_num_queries(FEW):
         assert store.resume_tasks(all_ids) == (1000, T1)
     with django_assert_max_num_queries(FEW):
-        assert len(store.fetch_tasks(all_ids)) == 1000
+        assert len(store.read_tasks(all_ids)) == 1000
     with django_assert_max_num_queries(FEW):
-        assert store.remove_tasks(all_ids) == 1000
+        assert store.delete_tasks(all_ids) == 1000
 
 
 def test_long_id_lists_cross_the_chunk_size(store):
@@ -277,60 +276,64 @@ def test_long_id_lists_cross_the_chunk_size(store):
     all_ids = [f"t{i:05d}" for i in range(count)]
     assert store.pause_tasks(all_ids) == count
     assert store.resume_tasks(all_ids) == (count, T1)
-    assert len(store.fetch_tasks(all_ids)) == count
-    assert store.remove_tasks(all_ids[1:]) == count - 1
+    assert len(store.read_tasks(all_ids)) == count
+    assert store.delete_tasks(all_ids[1:]) == count - 1
     assert ids() == ["t00000"]
 
 
 def test_remove_tasks_by_ids_and_group(store):
     seed(row("a", group_id="g"), row("b", group_id="g"), row("c"), row("d"))
-    assert store.remove_tasks(group_id="g") == 2
-    assert store.remove_tasks(["c", "ghost"]) == 1
+    assert store.delete_tasks(group_id="g") == 2
+    assert store.delete_tasks(["c", "ghost"]) == 1
     assert ids() == ["d"]
 
 
 def test_remove_all_tasks(store):
-    assert store.remove_all_tasks() == 0
+    assert store.delete_all_tasks() == 0
     seed(row("a", group_id="g"), row("b", paused=True), row("c", failed_at=T0))
-    assert store.remove_all_tasks() == 3
+    assert store.delete_all_tasks() == 3
     assert ids() == []
 
 
-# --- Async twins -----------------------------------------------------------------------------
+# --- TaskShed's datastore methods --------------------------------------------------------------
 
-TWINS = [
-    "add_tasks",
-    "add_task",
-    "fetch_tasks",
-    "next_run_at",
-    "update_execution_times",
-    "pause_tasks",
-    "resume_tasks",
-    "remove_tasks",
-    "remove_all_tasks",
-]
+TASKSHED_METHODS = [
+    "start", "shutdown", "add_tasks", "fetch_due_tasks", "fetch_next_wakeup", "fetch_tasks",
+    "fetch_group_tasks", "update_execution_times", "update_tasks_paused_status",
+    "update_group_paused_status", "remove_tasks", "remove_all_tasks", "remove_group_tasks",
+]  # fmt: skip
 
 
-@pytest.mark.parametrize("name", TWINS)
-def test_every_operation_has_an_async_twin(store, name):
-    twin = getattr(store, f"a{name}")
-    assert iscoroutinefunction(twin)
-    assert not iscoroutinefunction(getattr(store, name))
-    assert isinstance(inspect.getattr_static(DjangoDataStore, f"a{name}"), datastores._AsyncTwin)
+@pytest.mark.parametrize("name", TASKSHED_METHODS)
+def test_taskshed_datastore_methods_are_coroutines(store, name):
+    assert iscoroutinefunction(getattr(store, name))
 
 
 @pytest.mark.django_db(transaction=True, available_apps=["django_taskshed"])
-async def test_async_twins_run_the_sync_operations(store):
-    assert await store.aadd_tasks([row("a", T2, group_id="g"), row("b", T1, group_id="g")]) == T1
-    assert (await store.aadd_task(row("c", T3))).task_id == "c"
-    assert [t.task_id for t in await store.afetch_tasks(group_id="g")] == ["b", "a"]
-    assert await store.anext_run_at() == T1
-    assert await store.aupdate_execution_times([TaskExecutionTime("c", T0)]) == T0
-    assert await store.apause_tasks(["a", "b"]) == 2
-    assert await store.aresume_tasks(group_id="g") == (2, T1)
-    assert await store.aremove_tasks(["a"]) == 1
-    assert await store.aremove_all_tasks() == 2
+async def test_taskshed_datastore_methods_work_as_taskshed_calls_them(store):
+    await store.start()
+    now = timezone.now()
+    past, soon = now - timedelta(minutes=1), now + timedelta(hours=1)
+    await store.add_tasks([row("a", soon, group_id="g"), row("b", past, group_id="g")])
+    await store.add_tasks([row("c", past + timedelta(seconds=1)), row("d", T3)])
+    assert [t.task_id for t in await store.fetch_due_tasks(now)] == ["b", "c"]
+    assert await store.fetch_next_wakeup() == past
+    assert [t.task_id for t in await store.fetch_tasks(["c", "a"])] == ["c", "a"]
+    assert [t.task_id for t in await store.fetch_group_tasks("g")] == ["b", "a"]
+    await store.update_execution_times([TaskExecutionTime("d", T0)])
+    assert (await Task.objects.aget(pk="d")).run_at == T0
+    await store.update_tasks_paused_status(["b", "c"], True)
+    assert await store.fetch_due_tasks(now) == []
+    await store.update_group_paused_status("g", True)
+    assert await store.fetch_next_wakeup() == T0
+    await store.update_group_paused_status("g", False)
+    assert [t.task_id for t in await store.fetch_due_tasks(now)] == ["b"]
+    await store.remove_tasks(["d"])
+    await store.remove_group_tasks("g")
+    assert [t.task_id async for t in Task.objects.all()] == ["c"]
+    await store.remove_all_tasks()
     assert await Task.objects.acount() == 0
+    await store.shutdown()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -348,8 +351,8 @@ def test_a_large_batch_refreshes_postgresql_statistics(store):
             )
             return cursor.fetchone()[0]
 
-    small = sql.ANALYZE_AFTER_ROWS - 1
-    store.add_tasks([row(f"s{i}") for i in range(small)])
+    small = upserts.ANALYZE_AFTER_ROWS - 1
+    store.write_tasks([row(f"s{i}") for i in range(small)])
     assert estimated_rows() < small  # below the threshold: left to autovacuum
-    store.add_tasks([row(f"l{i}") for i in range(sql.ANALYZE_AFTER_ROWS)])
-    assert estimated_rows() == pytest.approx(small + sql.ANALYZE_AFTER_ROWS, rel=0.05)
+    store.write_tasks([row(f"l{i}") for i in range(upserts.ANALYZE_AFTER_ROWS)])
+    assert estimated_rows() == pytest.approx(small + upserts.ANALYZE_AFTER_ROWS, rel=0.05)

@@ -8,8 +8,9 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from django_taskshed import leases, leases_sql
-from django_taskshed.models import Task
+from django_taskshed.datastores import DjangoDataStore, hotpath
+from django_taskshed.datastores.leases import CLAIM_FIELDS
+from django_taskshed.models import RUNNABLE, Task
 
 DUE_INDEX = "taskshed_due_idx"
 
@@ -41,16 +42,16 @@ def test_the_migrated_table_has_the_index_and_constraints():
 
 DUE_QUERIES = {
     # The question the index is for: what may run now, earliest first.
-    "due": lambda now: leases.RUNNABLE & Q(run_at__lte=now),
+    "due": lambda now: Task.objects.filter(RUNNABLE & Q(run_at__lte=now)),
     # The worker's claim asks it with the lease condition added.
-    "leases.due": lambda now: leases.due(now),
+    "TaskQuerySet.due": lambda now: Task.objects.due(now),
 }
 
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("name", DUE_QUERIES)
 def test_the_due_query_uses_the_due_index(name):
-    query = Task.objects.filter(DUE_QUERIES[name](timezone.now())).order_by("run_at")
+    query = DUE_QUERIES[name](timezone.now()).order_by("run_at")
     with transaction.atomic():
         if connection.vendor == "postgresql":
             # A small table is cheaper to scan than to index: take that choice away.
@@ -64,14 +65,12 @@ def test_the_due_query_uses_the_due_index(name):
 
 @pytest.mark.django_db
 def test_the_hand_written_claim_uses_the_due_index():
-    """The one-statement claim (PostgreSQL, SQLite 3.35+) writes the due condition itself."""
-    if not leases_sql.can_claim(connection):
+    """The one-statement claim (PostgreSQL, SQLite 3.35+) wraps the ORM's due query."""
+    if not hotpath.can_claim(connection):
         pytest.skip(f"{connection.vendor} claims through the ORM (covered above)")
     now = timezone.now()
-    statement = leases_sql.claim_sql(connection.vendor, leases.CLAIM_FIELDS)
-    params = [
-        "w", "t" * 32, *map(connection.ops.adapt_datetimefield_value, (now, now, now)), 10,
-    ]  # fmt: skip
+    picked = DjangoDataStore().get_queryset().due(now).order_by("run_at").values("task_id")[:10]
+    statement, params = hotpath.claim_statement(picked, CLAIM_FIELDS, "w", "t" * 32, now)
     explain = "EXPLAIN QUERY PLAN " if connection.vendor == "sqlite" else "EXPLAIN "
     with transaction.atomic(), connection.cursor() as cursor:
         if connection.vendor == "postgresql":

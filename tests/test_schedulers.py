@@ -6,6 +6,7 @@ called through ``sync_to_async``, the way sync code reaches the database from as
 
 import asyncio
 import inspect
+import warnings
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 from zoneinfo import ZoneInfo
@@ -109,10 +110,16 @@ def test_signature_is_the_designed_one(cls, name):
     assert parameters(getattr(cls, name)) == parameters(getattr(DesignedScheduler, name))
 
 
-@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("name", [name for name in METHODS if name != "add_callback"])
 def test_async_methods_are_coroutines_and_sync_methods_are_not(name):
     assert inspect.iscoroutinefunction(getattr(AsyncScheduler, name))
     assert not inspect.iscoroutinefunction(getattr(SyncScheduler, name))
+
+
+def test_add_callback_is_neither_a_coroutine_nor_needs_awaiting():
+    """TaskShed calls ``scheduler.add_callback(...)`` plainly: it registers when called."""
+    assert not inspect.iscoroutinefunction(AsyncScheduler.add_callback)
+    assert not inspect.iscoroutinefunction(SyncScheduler.add_callback)
 
 
 def test_public_api_is_importable_from_the_designed_paths():
@@ -625,8 +632,24 @@ async def noop() -> None:
 
 
 async def test_add_callback_without_a_worker_raises(scheduler):
-    with pytest.raises(TaskshedError, match="worker"):
+    with pytest.raises(TaskshedError, match="worker") as raised:
         await scheduler.add_callback("noop", noop)
+    assert isinstance(raised.value, RuntimeError)  # as TaskShed raises
+
+
+def test_add_callback_called_plainly_without_a_worker_raises_at_once():
+    with pytest.raises(RuntimeError, match="needs a worker"):
+        AsyncScheduler().add_callback("noop", noop)
+
+
+async def test_add_callback_called_plainly_registers_at_once(fake_worker):
+    scheduler = AsyncScheduler(worker=fake_worker)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "coroutine ... was never awaited"
+        scheduler.add_callback("noop", noop)
+    assert fake_worker.callbacks == {"noop": noop}
+    with pytest.raises(ValueError, match="noop"):
+        scheduler.add_callback("noop", noop)
 
 
 async def test_add_callback_registers_with_the_worker(make_scheduler, fake_worker):

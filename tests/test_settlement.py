@@ -8,16 +8,17 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
-from django_taskshed import leases, settlement
-from django_taskshed.dbthread import DatabaseThread
-from django_taskshed.leases import Outcome
+from django_taskshed.datastores import ClaimedTask, DjangoDataStore, Outcome
 from django_taskshed.models import Task
 from django_taskshed.schedulers import SyncScheduler
-from django_taskshed.settlement import Settlement
+from django_taskshed.workers import settlement
+from django_taskshed.workers.database_threads import DatabaseThread
+from django_taskshed.workers.settlement import Settlement
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30)]
 
 USING = "default"
+STORE = DjangoDataStore(USING)
 
 
 @pytest.fixture
@@ -27,11 +28,11 @@ async def db():
     await thread.close()
 
 
-async def claimed(*task_ids: str) -> dict[str, leases.ClaimedTask]:
+async def claimed(*task_ids: str) -> dict[str, ClaimedTask]:
     due = timezone.now() - timedelta(seconds=1)
     tasks = [Task(task_id=task_id, callback="x", run_at=due) for task_id in task_ids]
     await sync_to_async(SyncScheduler().add_tasks)(tasks)
-    claims = await sync_to_async(leases.claim_due_tasks)(USING, "w1", 10, 60)
+    claims = await sync_to_async(STORE.claim_due_tasks)("w1", 10, 60)
     return {claim.task_id: claim for claim in claims}
 
 
@@ -39,7 +40,7 @@ async def test_results_are_written_and_the_earliest_new_run_at_is_hinted(db):
     claims = await claimed("once", "again")
     hints: list[datetime] = []
     idle = asyncio.Event()
-    ledger = Settlement(USING, "w1", db, hint=hints.append, idle=idle.set)
+    ledger = Settlement(STORE, "w1", db, hint=hints.append, idle=idle.set)
     for claim in claims.values():
         ledger.hold(claim)
     assert ledger.held_tokens() == [claims["once"].claim_token]  # one claim, one token
@@ -62,8 +63,8 @@ async def test_results_are_written_and_the_earliest_new_run_at_is_hinted(db):
 async def test_a_failed_write_is_retried_and_nothing_is_lost(db, monkeypatch, fail_once, caplog):
     claims = await claimed("flaky")
     monkeypatch.setattr(settlement, "ERROR_BACKOFF", 0.05)
-    calls = fail_once(leases, "settle")
-    ledger = Settlement(USING, "w1", db, hint=lambda run_at: None, idle=lambda: None)
+    calls = fail_once(DjangoDataStore, "settle")
+    ledger = Settlement(STORE, "w1", db, hint=lambda run_at: None, idle=lambda: None)
     ledger.hold(claims["flaky"])
     ledger.add(Outcome(claims["flaky"], delete=True))
     await ledger.drain()
@@ -74,13 +75,16 @@ async def test_a_failed_write_is_retried_and_nothing_is_lost(db, monkeypatch, fa
     assert caplog.records[0].levelno == logging.ERROR
 
 
-async def test_release_gives_back_the_held_claims_except_those_kept(db):
+async def test_finish_gives_back_the_held_claims_except_those_kept(db, caplog):
     claims = await claimed("stuck", "unfinished")
-    ledger = Settlement(USING, "w1", db, hint=lambda run_at: None, idle=lambda: None)
+    ledger = Settlement(STORE, "w1", db, hint=lambda run_at: None, idle=lambda: None)
     for claim in claims.values():
         ledger.hold(claim)
 
-    assert await ledger.release(keep={"stuck"}) == 1
+    with caplog.at_level(logging.INFO, logger="django_taskshed"):
+        await ledger.finish(keep={"stuck"})
+
+    assert "worker w1 released 1 unfinished task(s)" in caplog.text
 
     leased = dict([(t.task_id, t.lease_owner) async for t in Task.objects.all()])
     assert leased == {"stuck": "w1", "unfinished": None}

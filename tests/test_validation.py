@@ -13,9 +13,7 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
-from django_taskshed.exceptions import InvalidTaskError, TaskshedError
-from django_taskshed.models import Task, TaskExecutionTime
-from django_taskshed.validation import (
+from django_taskshed.datastores.validation import (
     aware_utc,
     check_flag,
     check_identifier,
@@ -23,6 +21,8 @@ from django_taskshed.validation import (
     check_schedule,
     kwargs_to_json,
 )
+from django_taskshed.exceptions import InvalidTaskError, TaskshedError
+from django_taskshed.models import Task, TaskExecutionTime
 
 UTC = dt_timezone.utc
 T1 = datetime(2030, 1, 15, 9, 0, tzinfo=UTC)

@@ -6,6 +6,7 @@ subprocess tests in test_runtaskworker.py use the ledger instead.
 """
 
 import asyncio
+import logging
 import os
 import threading
 import time
@@ -20,17 +21,20 @@ from django.db import connection, connections
 from django.test import override_settings
 from django.utils import timezone
 
-from django_taskshed import leases, workers
+from django_taskshed.datastores import DjangoDataStore, Outcome
+from django_taskshed.datastores.leases import CLAIM_FIELDS
 from django_taskshed.models import Task, TaskExecutionTime, WorkerRecord
 from django_taskshed.registry import get_callbacks
 from django_taskshed.schedulers import AsyncScheduler, SyncScheduler
 from django_taskshed.workers import EventDrivenWorker
+from django_taskshed.workers import worker as worker_module
 from tests.waiting import eventually
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30)]
 
 FAST = {"poll_interval": 0.1}  # tests wait on conditions, so the safety poll may be short
 USING = "default"
+STORE = DjangoDataStore(USING)
 MINUTE = timedelta(minutes=1)
 
 
@@ -82,8 +86,8 @@ async def test_successful_one_off_tasks_are_deleted():
 
 
 async def test_a_failed_claim_is_logged_and_the_worker_goes_on(monkeypatch, fail_once, caplog):
-    monkeypatch.setattr(workers, "ERROR_BACKOFF", 0.05)
-    calls = fail_once(leases, "claim_due_tasks")
+    monkeypatch.setattr(worker_module, "ERROR_BACKOFF", 0.05)
+    calls = fail_once(DjangoDataStore, "claim_due_tasks")
     ran = []
 
     async def note():
@@ -188,7 +192,7 @@ async def test_raising_callback_is_retried_with_backoff_then_marked_failed():
     assert task.last_traceback.rstrip().endswith("RuntimeError: boom 3")
     assert attempts[-2] < task.last_run_at <= attempts[-1]
     assert_lease_free(task)
-    assert await sync_to_async(leases.claim_due_tasks)(USING, "check", 10, 5) == []
+    assert await sync_to_async(STORE.claim_due_tasks)("check", 10, 5) == []
 
 
 @override_settings(TASKSHED={"MAX_RETRIES": 2, "RETRY_BACKOFF": 0.05})
@@ -463,7 +467,7 @@ async def test_heartbeat_renews_the_lease_of_a_long_task(blocking):
             if not started.wait(10):
                 return
             while not done.wait(0.1):
-                claims = leases.claim_due_tasks(USING, "rival", 10, 1.0)
+                claims = STORE.claim_due_tasks("rival", 10, 1.0)
                 rival_claims.extend(claim.task_id for claim in claims)
                 row = Task.objects.filter(pk="long").values_list("lease_expires_at", flat=True)
                 expiries.extend(expiry for expiry in row if expiry is not None)
@@ -500,7 +504,7 @@ def test_claim_never_hands_a_task_to_two_claimers():
         try:
             if barrier is not None:
                 barrier.wait()
-            while batch := leases.claim_due_tasks(USING, name, 7, 60):
+            while batch := STORE.claim_due_tasks(name, 7, 60):
                 mine.extend(claim.task_id for claim in batch)
         finally:
             if barrier is not None:
@@ -519,7 +523,7 @@ def test_claim_never_hands_a_task_to_two_claimers():
         for _ in range(100):
             for name in names:
                 claimed.setdefault(name, []).extend(
-                    claim.task_id for claim in leases.claim_due_tasks(USING, name, 7, 60)
+                    claim.task_id for claim in STORE.claim_due_tasks(name, 7, 60)
                 )
 
     everything = [task_id for ids in claimed.values() for task_id in ids]
@@ -545,7 +549,7 @@ def test_claim_takes_only_due_unpaused_unfailed_and_unleased_tasks():
     Task.objects.filter(pk="leased").update(lease_owner="w0", lease_expires_at=now + MINUTE)
     Task.objects.filter(pk="expired").update(lease_owner="w0", lease_expires_at=now - MINUTE)
 
-    claims = leases.claim_due_tasks(USING, "w1", 10, 30)
+    claims = STORE.claim_due_tasks("w1", 10, 30)
 
     assert [claim.task_id for claim in claims] == ["due", "expired"]  # earliest first
     assert len({claim.claim_token for claim in claims}) == 1
@@ -554,7 +558,7 @@ def test_claim_takes_only_due_unpaused_unfailed_and_unleased_tasks():
         assert task.lease_owner == "w1"
         assert task.claim_token == claims[0].claim_token
         assert 29 < (task.lease_expires_at - timezone.now()).total_seconds() <= 30
-    assert leases.claim_due_tasks(USING, "w2", 10, 30) == []
+    assert STORE.claim_due_tasks("w2", 10, 30) == []
 
 
 def test_claim_returns_the_rows_as_stored():
@@ -570,10 +574,10 @@ def test_claim_returns_the_rows_as_stored():
     )  # fmt: skip
     task = Task.objects.get(pk="full")
 
-    (claim,) = leases.claim_due_tasks(USING, "w1", 10, 30)
+    (claim,) = STORE.claim_due_tasks("w1", 10, 30)
 
-    expected = {field: getattr(task, field) for field in leases.CLAIM_FIELDS}
-    assert {field: getattr(claim, field) for field in leases.CLAIM_FIELDS} == expected
+    expected = {field: getattr(task, field) for field in CLAIM_FIELDS}
+    assert {field: getattr(claim, field) for field in CLAIM_FIELDS} == expected
     assert claim.claim_token == Task.objects.get(pk="full").claim_token
 
 
@@ -587,26 +591,24 @@ def test_settle_writes_what_it_still_holds_and_reports_the_rest():
     SyncScheduler().add_tasks(
         [Task(task_id=i, callback="x", run_at=now - timedelta(seconds=1)) for i in ids]
     )
-    claims = {claim.task_id: claim for claim in leases.claim_due_tasks(USING, "w1", 10, 30)}
+    claims = {claim.task_id: claim for claim in STORE.claim_due_tasks("w1", 10, 30)}
     assert sorted(claims) == sorted(ids)
     Task.objects.get(pk="edited").save()  # an edit: updated_at moves
     Task.objects.filter(pk="lost").update(lease_owner="w2", claim_token="f" * 32)
     lost_before = Task.objects.get(pk="lost")
     outcomes = [
-        leases.Outcome(claims["done-1"], delete=True),
-        leases.Outcome(claims["done-2"], delete=True),
-        leases.Outcome(
-            claims["moved"], changes={"run_at": later, "attempts": 0, "last_run_at": now}
-        ),
-        leases.Outcome(
+        Outcome(claims["done-1"], delete=True),
+        Outcome(claims["done-2"], delete=True),
+        Outcome(claims["moved"], changes={"run_at": later, "attempts": 0, "last_run_at": now}),
+        Outcome(
             claims["failing"],
             changes={"attempts": 1, "last_run_at": now, "last_error": "E: x", "failed_at": now},
         ),
-        leases.Outcome(claims["edited"], delete=True),
-        leases.Outcome(claims["lost"], delete=True),
+        Outcome(claims["edited"], delete=True),
+        Outcome(claims["lost"], delete=True),
     ]
 
-    report = leases.settle(USING, "w1", outcomes)
+    report = STORE.settle("w1", outcomes)
 
     assert (report.settled, report.edited, report.lost) == (4, ["edited"], ["lost"])
     rows = {task.task_id: task for task in Task.objects.all()}
@@ -618,7 +620,7 @@ def test_settle_writes_what_it_still_holds_and_reports_the_rest():
         assert_lease_free(rows[task_id])
     assert rows["edited"].last_run_at is not None
     assert rows["lost"].__dict__ | {"_state": None} == lost_before.__dict__ | {"_state": None}
-    assert leases.settle(USING, "w1", outcomes[:1]).lost == ["done-1"]
+    assert STORE.settle("w1", outcomes[:1]).lost == ["done-1"]
 
 
 # --- registration and options ------------------------------------------------------------------
@@ -681,6 +683,77 @@ async def test_add_callback_serves_a_new_name_and_refuses_a_taken_one():
         await scheduler.add_task("b")
         await eventually(lambda: ran, what="the added callback to run")
     assert ran == ["b"]
+
+
+async def test_taskshed_calling_conventions_work(settings):
+    """As TaskShed's docs call them: ``scheduler.add_callback`` without ``await``, and
+    ``await worker.update_schedule()``."""
+    settings.TASKSHED = {"CHANNEL_LAYER": None}  # so that only update_schedule() wakes it
+    ran = []
+    worker = EventDrivenWorker({}, poll_interval=60)  # only a wake-up finds the task in time
+    scheduler = AsyncScheduler(worker=worker)
+    scheduler.add_callback("later", lambda: ran.append("later"))
+    async with running(worker):
+        await AsyncScheduler().add_task("later")  # no worker attached: no direct wake-up
+        assert await worker.update_schedule() is None
+        await eventually(lambda: ran, what="the task after update_schedule()")
+    assert ran == ["later"]
+
+
+async def test_a_failing_callback_is_logged_at_error_with_its_traceback(caplog):
+    async def explode():
+        raise ZeroDivisionError("boom")
+
+    worker = EventDrivenWorker({"explode": explode}, **FAST)
+    await AsyncScheduler().add_task("explode", task_id="x")
+    async with running(worker):
+        await eventually(
+            lambda: stored_if("x", failed_at__isnull=False), what="the failure to be recorded"
+        )
+    (record,) = [r for r in caplog.records if r.getMessage().startswith("task x ")]
+    assert record.levelno == logging.ERROR
+    assert record.exc_info is not None and record.exc_info[0] is ZeroDivisionError
+    assert "task x (explode) failed: boom" in record.getMessage()
+
+
+class TenantDataStore(DjangoDataStore):
+    """Sees only the tasks of groups that start with "tenant-a"."""
+
+    def get_queryset(self):
+        return super().get_queryset().filter(group_id__startswith="tenant-a")
+
+
+async def test_a_datastore_subclass_narrows_what_the_scheduler_and_the_worker_see():
+    ran = []
+
+    async def note(key):
+        ran.append(key)
+
+    tasks = [
+        Task(task_id=f"{tenant}-{i}", callback="note", kwargs={"key": f"{tenant}-{i}"},
+             group_id=f"{tenant}:jobs")
+        for tenant in ("tenant-a", "tenant-b") for i in range(3)
+    ]  # fmt: skip
+    await AsyncScheduler().add_tasks(tasks)
+    store = TenantDataStore()
+    scheduler = AsyncScheduler(store)
+    both = ["tenant-a-0", "tenant-b-0"]
+    assert [t.task_id for t in await scheduler.fetch_tasks(task_ids=both)] == ["tenant-a-0"]
+    assert await scheduler.fetch_tasks(group_id="tenant-b:jobs") == []
+    assert await scheduler.pause_tasks(task_ids=both) == 1
+    assert await scheduler.resume_tasks(task_ids=both) == 1
+    assert await scheduler.remove_tasks(group_id="tenant-b:jobs") == 0
+
+    worker = EventDrivenWorker({"note": note}, datastore=store, **FAST)
+    async with running(worker):
+        await eventually(lambda: len(ran) == 3, what="tenant-a's tasks to run")
+        await asyncio.sleep(0.3)  # three polls: time enough to take a task it should not see
+    assert sorted(ran) == ["tenant-a-0", "tenant-a-1", "tenant-a-2"]
+    left = [t async for t in Task.objects.order_by("pk")]
+    assert [t.task_id for t in left] == ["tenant-b-0", "tenant-b-1", "tenant-b-2"]
+    for task in left:
+        assert_lease_free(task)
+        assert (task.attempts, task.last_run_at, task.paused) == (0, None, False)
 
 
 def test_unknown_worker_option_raises_type_error():

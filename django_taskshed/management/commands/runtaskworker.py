@@ -5,7 +5,7 @@ import logging
 import os
 import signal
 import sys
-from typing import Any, TextIO, cast
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.core.management.base import BaseCommand, CommandParser
@@ -13,8 +13,6 @@ from django.db import connections
 from django.utils import timezone
 
 from django_taskshed import notifications
-from django_taskshed.leases import due
-from django_taskshed.models import Task
 from django_taskshed.workers import EventDrivenWorker
 
 logger = logging.getLogger("django_taskshed")
@@ -97,8 +95,7 @@ class Command(BaseCommand):
 
     @staticmethod
     def _due_now(worker: EventDrivenWorker) -> int:
-        tasks = Task.objects.using(worker.datastore.using)
-        return tasks.filter(due(timezone.now())).count()
+        return worker.datastore.get_queryset().due(timezone.now()).count()
 
     def _banner(self, worker: EventDrivenWorker, due_now: int) -> str:
         using = worker.datastore.using
@@ -115,7 +112,7 @@ class Command(BaseCommand):
         if package_logger.level == logging.NOTSET:
             package_logger.setLevel(VERBOSITY_LEVELS.get(verbosity, logging.INFO))
         if not package_logger.handlers and not logging.getLogger().handlers:
-            handler = logging.StreamHandler(cast(TextIO, self.stderr._out))
+            handler = logging.StreamHandler(self.stderr)
             handler.setFormatter(
                 logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
             )

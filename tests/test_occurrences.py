@@ -5,7 +5,7 @@ from datetime import timezone as dt_timezone
 
 import pytest
 
-from django_taskshed.scheduling import next_occurrence, retry_delay, upcoming_runs
+from django_taskshed.occurrences import next_occurrence, retry_delay, upcoming_runs
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -6,9 +6,8 @@ import threading
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
-from . import leases
-from .dbthread import DatabaseThread
-from .leases import ClaimedTask, Outcome
+from ..datastores import ClaimedTask, DjangoDataStore, Outcome
+from .database_threads import DatabaseThread
 
 logger = logging.getLogger(__name__)
 
@@ -19,10 +18,10 @@ class Settlement:
     """The claims a worker holds, and their results on their way to the database.
 
     Results that come in while one batch is written join the next. A failed write is
-    retried; a result whose lease was lost is logged and dropped (``leases.settle``).
+    retried; a result whose lease was lost is logged and dropped (``DjangoDataStore.settle``).
 
     Args:
-        using: The database alias.
+        datastore: Where the results go.
         worker_id: Whose leases these are.
         db: The thread (and connection) that writes.
         hint: Called with the earliest new ``run_at`` a written batch set.
@@ -31,13 +30,13 @@ class Settlement:
 
     def __init__(
         self,
-        using: str,
+        datastore: DjangoDataStore,
         worker_id: str,
         db: DatabaseThread,
         hint: Callable[[datetime], None],
         idle: Callable[[], None],
     ):
-        self.using = using
+        self.datastore = datastore
         self.worker_id = worker_id
         self.db = db
         self._hint = hint
@@ -73,21 +72,25 @@ class Settlement:
             await self._flushing
         await self._flush()
 
-    async def release(self, keep: Iterable[str] = ()) -> int:
-        """Give back the held claims whose results will not come (except ``keep``)."""
+    async def finish(self, keep: Iterable[str] = ()) -> None:
+        """Write every queued result, then give back the held claims whose results will not
+        come (except those of ``keep``, sync callbacks still running)."""
+        await self.drain()
         keep = set(keep)
         with self._lock:
             unfinished = [c for c in self._held.values() if c.task_id not in keep]
         if not unfinished:
-            return 0
-        return await self.db.run(leases.release, self.using, self.worker_id, unfinished)
+            return
+        released = await self.db.run(self.datastore.release_tasks, self.worker_id, unfinished)
+        if released:
+            logger.info("worker %s released %d unfinished task(s)", self.worker_id, released)
 
     async def _flush(self) -> None:
         await asyncio.sleep(0)  # let the results of this loop turn join the batch
         while self._outcomes:
             batch, self._outcomes = self._outcomes, []
             try:
-                report = await self.db.run(leases.settle, self.using, self.worker_id, batch)
+                report = await self.db.run(self.datastore.settle, self.worker_id, batch)
             except Exception:
                 logger.exception(
                     "worker %s: could not record %d results", self.worker_id, len(batch)

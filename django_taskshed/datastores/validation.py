@@ -7,9 +7,9 @@ from typing import Any
 
 from django.utils import timezone
 
-from .conf import taskshed_settings
-from .exceptions import InvalidTaskError
-from .models import CALLBACK_MAX_LENGTH, ID_MAX_LENGTH, RunType
+from ..conf import taskshed_settings
+from ..exceptions import InvalidTaskError
+from ..models import CALLBACK_MAX_LENGTH, ID_MAX_LENGTH, RunType
 
 RUN_TYPES = frozenset(RunType.values)
 
@@ -133,7 +133,7 @@ def check_flag(value: Any, field: str, task_id: str | None) -> None:
 
 
 def task_row(task: Any, now: datetime, max_bytes: int) -> tuple[Any, ...]:
-    """The stored values of an unsaved Task, in ``datastores.INSERT_COLUMNS`` order."""
+    """The stored values of an unsaved Task, in ``upserts.INSERT_COLUMNS`` order."""
     task_id = task.task_id
     check_identifier(task_id, "task_id", ID_MAX_LENGTH, None)
     check_identifier(task.callback, "callback", CALLBACK_MAX_LENGTH, task_id)

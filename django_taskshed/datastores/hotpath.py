@@ -2,8 +2,8 @@
 
 The ORM path in ``leases`` costs a worker about as much CPU as the database spends on the
 rows: a claim is a SELECT and an UPDATE with one parameter per task, and settling reads the
-held rows back before writing them. Here a claim is one ``UPDATE ... RETURNING`` around a
-subquery that picks the earliest due rows (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite
+held rows back before writing them. Here a claim is one ``UPDATE ... RETURNING`` around the
+ORM's subquery that picks the earliest due rows (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite
 runs one writer at a time, so its single statement cannot double-claim). On PostgreSQL a
 batch of results is one statement per kind of write, joined to ``unnest()`` arrays of
 (task_id, claim_token, updated_at) so that the fence is in the statement itself. Only the
@@ -17,9 +17,10 @@ from typing import Any
 
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Field
+from django.db.models import Field, QuerySet
 
-from .models import Task
+from ..django_internals import compiled_select
+from ..models import Task
 
 # The columns a result writes (runner.succeeded / runner.failed), with their array types.
 ARRAY_TYPES = {
@@ -54,40 +55,50 @@ def can_claim(connection: BaseDatabaseWrapper) -> bool:
 
 
 @lru_cache(maxsize=8)
-def claim_sql(vendor: str, columns: tuple[str, ...]) -> str:
-    """Lease the earliest due tasks, skipping rows another claim holds, and return them.
-
-    ``paused = <false> AND failed_at IS NULL`` is written as the due index's condition is
-    (migration 0002), so that the planner walks that index to the LIMIT.
-    """
-    table = _table()
-    false, lock = ("false", " FOR UPDATE SKIP LOCKED") if vendor == "postgresql" else ("0", "")
+def claim_sql(vendor: str, columns: tuple[str, ...]) -> tuple[str, str]:
+    """The claim statement before and after its subquery: lease the tasks the subquery picks
+    and return them; on PostgreSQL the subquery skips rows another claim holds."""
+    lock = " FOR UPDATE SKIP LOCKED" if vendor == "postgresql" else ""
     return (
-        f'UPDATE {table} SET "lease_owner" = %s, "claim_token" = %s, "lease_expires_at" = %s '
-        f'WHERE "task_id" IN (SELECT "task_id" FROM {table} '
-        f'WHERE "paused" = {false} AND "failed_at" IS NULL AND "run_at" <= %s '
-        f'AND ("lease_expires_at" IS NULL OR "lease_expires_at" < %s) '
-        f'ORDER BY "run_at" LIMIT %s{lock}) '
-        f"RETURNING {', '.join(map(_qn, columns))}"
+        f'UPDATE {_table()} SET "lease_owner" = %s, "claim_token" = %s, "lease_expires_at" = %s '
+        f'WHERE "task_id" IN (',
+        f"{lock}) RETURNING {', '.join(map(_qn, columns))}",
     )
 
 
-def claim(
-    using: str,
+def claim_statement(
+    picked: QuerySet[Any],
     columns: tuple[str, ...],
     worker_id: str,
     token: str,
     lease_expires_at: datetime,
-    now: datetime,
-    until: datetime,
-    limit: int,
-) -> list[dict[str, Any]]:
-    """The claimed rows as dicts of ``columns``, converted as the ORM would, earliest first."""
-    connection = connections[using]
+) -> tuple[str, list[Any]]:
+    """The one statement that leases the rows of ``picked`` (the due tasks' ids, ordered and
+    limited) and returns their ``columns``, with its parameters.
+
+    The subquery is the ORM's own SQL for ``picked``, so the datastore's ``get_queryset()``
+    applies here too.
+    """
+    connection = connections[picked.db]
+    subquery, subquery_params = compiled_select(picked)
+    before, after = claim_sql(connection.vendor, columns)
     adapt = connection.ops.adapt_datetimefield_value
-    params = [worker_id, token, adapt(lease_expires_at), adapt(until), adapt(now), limit]
+    return before + subquery + after, [worker_id, token, adapt(lease_expires_at), *subquery_params]
+
+
+def claim(
+    picked: QuerySet[Any],
+    columns: tuple[str, ...],
+    worker_id: str,
+    token: str,
+    lease_expires_at: datetime,
+) -> list[dict[str, Any]]:
+    """Run ``claim_statement``: the claimed rows as dicts of ``columns``, converted as the ORM
+    would, earliest first."""
+    connection = connections[picked.db]
+    statement, params = claim_statement(picked, columns, worker_id, token, lease_expires_at)
     with connection.cursor() as cursor:
-        cursor.execute(claim_sql(connection.vendor, columns), params)
+        cursor.execute(statement, params)
         rows = cursor.fetchall()
     converters = [
         (i, fns, expression)

@@ -5,11 +5,11 @@ from typing import TYPE_CHECKING, Any
 from django import forms
 from django.core.exceptions import ValidationError
 
-from .conf import taskshed_settings
-from .exceptions import InvalidTaskError
-from .models import Task
-from .registry import get_callbacks
-from .validation import check_schedule, kwargs_to_json
+from ..conf import taskshed_settings
+from ..datastores.validation import check_schedule, kwargs_to_json
+from ..exceptions import InvalidTaskError
+from ..models import Task
+from ..registry import get_callbacks
 
 
 def registered_names() -> list[str]:

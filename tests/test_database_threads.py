@@ -5,7 +5,7 @@ import threading
 import pytest
 from django.db import Error, connections
 
-from django_taskshed.dbthread import DatabaseThread
+from django_taskshed.workers.database_threads import DatabaseThread
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30)]
 

@@ -1,33 +1,23 @@
-"""DjangoDataStore: the data access object over the ORM; each transactional step is one call."""
+"""The scheduler's side of the datastore: write, read, pause, resume, move and delete tasks."""
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any, TypeVar
 
-from asgiref.sync import sync_to_async
-from django.db import connections, transaction
+from django.db import connections
 from django.db.models import Min, Q
 from django.utils import timezone
 
-from . import sql
-from .conf import taskshed_settings
-from .exceptions import InvalidTaskError
-from .leases import RUNNABLE
-from .models import ID_MAX_LENGTH, Task, TaskExecutionTime, TaskQuerySet
+from ..conf import taskshed_settings
+from ..django_internals import delete_without_signals
+from ..exceptions import InvalidTaskError
+from ..models import ID_MAX_LENGTH, Task, TaskExecutionTime, TaskQuerySet
+from . import upserts
+from .transactions import writing
 from .validation import aware_utc, check_identifier, task_row
 
 T = TypeVar("T")
 CHUNK = 5000
-
-
-class _AsyncTwin:
-    """``aname = _AsyncTwin()`` is ``name`` run through ``sync_to_async``."""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.sync_name = name[1:]
-
-    def __get__(self, obj: Any, owner: type) -> Callable[..., Any]:
-        return sync_to_async(getattr(obj, self.sync_name))
 
 
 def chunks(items: list[T], size: int = CHUNK) -> Iterator[list[T]]:
@@ -52,8 +42,27 @@ def selector(task_ids: Iterable[str] | None, group_id: str | None) -> list[Q]:
     return [Q(pk__in=part) for part in chunks(list(task_ids))]
 
 
-class DjangoDataStore:
-    """Stores tasks in the ``Task`` table of one database.
+def validated_rows(tasks: Iterable[Task]) -> list[tuple[Any, ...]]:
+    """Stored rows of unsaved tasks, or InvalidTaskError naming the first bad one."""
+    now = timezone.now()
+    max_bytes = taskshed_settings.KWARGS_MAX_BYTES
+    rows = []
+    for task in tasks:
+        if not isinstance(task, Task):
+            raise InvalidTaskError(f"expected an unsaved Task, got {type(task).__name__}")
+        rows.append(task_row(task, now, max_bytes))
+    seen: set[str] = set()
+    for row in rows:
+        if row[0] in seen:
+            raise InvalidTaskError(
+                "task_id appears twice in one batch", task_id=row[0], field="task_id"
+            )
+        seen.add(row[0])
+    return rows
+
+
+class TaskOperations:
+    """Each scheduler operation as one sync, transactional step over ``get_queryset()``.
 
     Args:
         using: The database alias; defaults to ``TASKSHED["DATABASE"]``.
@@ -66,64 +75,53 @@ class DjangoDataStore:
     def using(self) -> str:
         return self._using or taskshed_settings.DATABASE
 
-    def tasks(self) -> TaskQuerySet:
+    def get_queryset(self) -> TaskQuerySet:
+        """The tasks this datastore sees; every operation, the worker's too, starts here.
+
+        Override it to narrow what a scheduler and a worker see (say, one tenant's groups).
+        """
         return Task.objects.using(self.using)
 
-    def add_tasks(self, tasks: Iterable[Task], *, replace_existing: bool = True) -> datetime | None:
+    def write_tasks(
+        self, tasks: Iterable[Task], *, replace_existing: bool = True
+    ) -> datetime | None:
         """Write unsaved tasks in one transaction: all or nothing. Returns the earliest run_at."""
-        rows = self.rows(tasks)
+        rows = validated_rows(tasks)
         if not rows:
             return None
-        with transaction.atomic(using=self.using):
-            sql.insert_tasks(connections[self.using], rows, replace_existing)
-        if len(rows) >= sql.ANALYZE_AFTER_ROWS:
-            sql.refresh_statistics(connections[self.using])
+        with writing(self.using):
+            upserts.insert_tasks(connections[self.using], rows, replace_existing)
+        if len(rows) >= upserts.ANALYZE_AFTER_ROWS:
+            upserts.refresh_statistics(connections[self.using])
         earliest: datetime = min(row[3] for row in rows)
         return earliest
 
-    def add_task(self, task: Task, *, replace_existing: bool = True) -> Task:
+    def write_task(self, task: Task, *, replace_existing: bool = True) -> Task:
         """Write one task and return it as stored (the existing row if not replaced)."""
-        (row,) = self.rows([task])
-        kept = sql.insert_task(connections[self.using], row, replace_existing)
+        (row,) = validated_rows([task])
+        kept = upserts.insert_task(connections[self.using], row, replace_existing)
         if kept is None:
-            return self.tasks().get(pk=row[0])
-        return sql.task_from_row(row, kept, self.using)
+            return self.get_queryset().get(pk=row[0])
+        return upserts.task_from_row(row, kept, self.using)
 
-    def rows(self, tasks: Iterable[Task]) -> list[tuple[Any, ...]]:
-        """Validated rows, or InvalidTaskError naming the first bad task; nothing is written."""
-        now = timezone.now()
-        max_bytes = taskshed_settings.KWARGS_MAX_BYTES
-        rows = []
-        for task in tasks:
-            if not isinstance(task, Task):
-                raise InvalidTaskError(f"expected an unsaved Task, got {type(task).__name__}")
-            rows.append(task_row(task, now, max_bytes))
-        seen: set[str] = set()
-        for row in rows:
-            if row[0] in seen:
-                raise InvalidTaskError(
-                    "task_id appears twice in one batch", task_id=row[0], field="task_id"
-                )
-            seen.add(row[0])
-        return rows
-
-    def fetch_tasks(
+    def read_tasks(
         self, task_ids: Iterable[str] | None = None, group_id: str | None = None
     ) -> list[Task]:
         """The tasks named, ordered by run_at."""
         parts = selector(task_ids, group_id)
-        found = [task for part in parts for task in self.tasks().filter(part)]
+        found = [task for part in parts for task in self.get_queryset().filter(part)]
         return (
             sorted(found, key=lambda task: (task.run_at, task.task_id)) if len(parts) > 1 else found
         )
 
     def next_run_at(self) -> datetime | None:
         """The earliest run_at of a task that can run (not paused, not failed)."""
-        query = self.tasks().filter(RUNNABLE)
-        earliest: datetime | None = query.aggregate(next=Min("run_at"))["next"]
+        earliest: datetime | None = (
+            self.get_queryset().runnable().aggregate(next=Min("run_at"))["next"]
+        )
         return earliest
 
-    def update_execution_times(self, times: Iterable[TaskExecutionTime]) -> datetime | None:
+    def move_tasks(self, times: Iterable[TaskExecutionTime]) -> datetime | None:
         """Move tasks to new run_at values in one transaction. Returns the earliest."""
         moved = {}
         for item in times:
@@ -133,8 +131,8 @@ class DjangoDataStore:
             return None
         now = timezone.now()
         tasks = [Task(task_id=tid, run_at=run_at, updated_at=now) for tid, run_at in moved.items()]
-        with transaction.atomic(using=self.using):
-            self.tasks().bulk_update(tasks, ["run_at", "updated_at"], batch_size=500)
+        with writing(self.using):
+            self.get_queryset().bulk_update(tasks, ["run_at", "updated_at"], batch_size=500)
         return min(moved.values())
 
     def pause_tasks(
@@ -150,21 +148,13 @@ class DjangoDataStore:
     ) -> tuple[int, datetime | None]:
         """Resume paused tasks. Returns how many, and the earliest run_at among them."""
         parts = selector(task_ids, group_id)
-        with transaction.atomic(using=self.using):
-            found = [
-                self.tasks().filter(p, paused=True).aggregate(m=Min("run_at"))["m"] for p in parts
-            ]
+        with writing(self.using):
+            paused = [self.get_queryset().filter(part, paused=True) for part in parts]
+            found = [query.aggregate(m=Min("run_at"))["m"] for query in paused]
             count = self._update(
                 parts, Q(paused=True), paused=False, paused_at=None, updated_at=timezone.now()
             )
         return count, min((f for f in found if f is not None), default=None)
-
-    def remove_tasks(
-        self, task_ids: Iterable[str] | None = None, group_id: str | None = None
-    ) -> int:
-        """Delete tasks. Returns how many."""
-        with transaction.atomic(using=self.using):
-            return sum(self._delete(part) for part in selector(task_ids, group_id))
 
     def run_tasks_now(
         self,
@@ -180,25 +170,23 @@ class DjangoDataStore:
         parts = selector(task_ids, group_id)
         return self._update(parts, where, attempts=0, updated_at=now, **reset)
 
-    def remove_all_tasks(self) -> int:
-        """Delete every task. Returns how many."""
-        return self._delete(Q())
+    def delete_tasks(
+        self, task_ids: Iterable[str] | None = None, group_id: str | None = None
+    ) -> int:
+        """Delete tasks. Returns how many."""
+        parts = selector(task_ids, group_id)
+        with writing(self.using):
+            return sum(delete_without_signals(self.get_queryset().filter(p)) for p in parts)
+
+    def delete_all_tasks(self) -> int:
+        """Delete every task this datastore sees. Returns how many."""
+        with writing(self.using):
+            return delete_without_signals(self.get_queryset())
+
+    def due_tasks(self, now: datetime) -> list[Task]:
+        """The tasks due at ``now`` and free to claim, earliest first; nothing is claimed."""
+        return list(self.get_queryset().due(aware_utc(now, field="now")).order_by("run_at"))
 
     def _update(self, parts: list[Q], where: Q, **values: Any) -> int:
-        with transaction.atomic(using=self.using):
-            return sum(self.tasks().filter(part, where).update(**values) for part in parts)
-
-    def _delete(self, where: Q) -> int:
-        # A raw delete: one DELETE statement, no per-row collection.
-        return self.tasks().filter(where)._raw_delete(self.using)
-
-    aadd_tasks = _AsyncTwin()
-    aadd_task = _AsyncTwin()
-    afetch_tasks = _AsyncTwin()
-    anext_run_at = _AsyncTwin()
-    aupdate_execution_times = _AsyncTwin()
-    apause_tasks = _AsyncTwin()
-    aresume_tasks = _AsyncTwin()
-    aremove_tasks = _AsyncTwin()
-    aremove_all_tasks = _AsyncTwin()
-    arun_tasks_now = _AsyncTwin()
+        with writing(self.using):
+            return sum(self.get_queryset().filter(part, where).update(**values) for part in parts)

@@ -9,8 +9,8 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.functional import cached_property
 
+from ..models import Task, TaskStatus
 from .forms import registered_names
-from .models import Task, TaskStatus
 
 COUNT_CAP = 10_000  # the changelist never counts further than this
 

@@ -54,3 +54,12 @@ class DatabaseThread:
         except Exception:
             logger.warning("%s: could not close its database connection", self.name, exc_info=True)
         self._executor.shutdown(wait=False)
+
+
+def worker_threads(using: str) -> tuple[DatabaseThread, DatabaseThread]:
+    """A worker's threads for claims and for results; on SQLite, which has one writer at a
+    time, one thread serves both."""
+    claims = DatabaseThread(using, "taskshed-claim")
+    if connections[using].vendor == "sqlite":
+        return claims, claims
+    return claims, DatabaseThread(using, "taskshed-settle")

@@ -8,7 +8,7 @@ from django.db import DatabaseError, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils.duration import duration_microseconds
 
-from .models import Task
+from ..models import Task
 
 logger = logging.getLogger(__name__)
 
@@ -170,14 +170,12 @@ def insert_task(
 
 
 def task_from_row(row: tuple[Any, ...], kept: dict[str, Any], using: str) -> Task:
-    """The Task instance a freshly written row stands for."""
+    """The Task instance a freshly written row stands for (every field set, none deferred)."""
     values = dict(zip(INSERT_COLUMNS, row, strict=True))
     values["kwargs"] = json.loads(values["kwargs"])
-    values.update(kept)
-    task = Task(**values)
-    task._state.adding = False
-    task._state.db = using
-    return task
+    values.update(kept, attempts=0, failed_at=None)  # what an insert or a replace leaves
+    names = [field.attname for field in Task._meta.concrete_fields]
+    return Task.from_db(using, names, [values[name] for name in names])
 
 
 def refresh_statistics(connection: BaseDatabaseWrapper) -> None:

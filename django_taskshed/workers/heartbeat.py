@@ -12,8 +12,8 @@ from datetime import timedelta
 from django.db import close_old_connections, connections
 from django.utils import timezone
 
-from . import leases
-from .models import WorkerRecord
+from ..datastores import DjangoDataStore
+from ..models import WorkerRecord
 
 logger = logging.getLogger(__name__)
 
@@ -24,13 +24,14 @@ class Heartbeat:
     def __init__(
         self,
         record: WorkerRecord,
-        using: str,
+        datastore: DjangoDataStore,
         lease_seconds: float,
         held_tokens: Callable[[], list[str]],
         running: Callable[[], int],
     ):
         self.record = record
-        self.using = using
+        self.datastore = datastore
+        self.using = datastore.using
         self.lease_seconds = lease_seconds
         self.interval = lease_seconds / 3
         self.held_tokens = held_tokens
@@ -60,7 +61,7 @@ class Heartbeat:
     def beat(self) -> None:
         """Renew leases, refresh this worker's row, and drop rows of workers long silent."""
         close_old_connections()
-        leases.renew_leases(self.using, self.record.pk, self.held_tokens(), self.lease_seconds)
+        self.datastore.renew_leases(self.record.pk, self.held_tokens(), self.lease_seconds)
         now = timezone.now()
         self.record.heartbeat_at = now
         # Three missed beats (one lease) and this worker's row may be dropped by any other.

@@ -4,6 +4,7 @@ import asyncio
 import concurrent.futures
 import importlib
 import inspect
+import logging
 import os
 import traceback
 from collections.abc import Callable, Mapping
@@ -15,18 +16,73 @@ from typing import Any
 import asgiref
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections
+from django.utils import timezone
 
-from .exceptions import BadTaskError, TaskTimeoutError
-from .leases import ClaimedTask, Outcome
-from .models import RunType
-from .scheduling import next_occurrence, retry_delay
+from ..conf import taskshed_settings
+from ..datastores import ClaimedTask, Outcome
+from ..exceptions import BadTaskError, TaskTimeoutError
+from ..models import RunType
+from ..occurrences import next_occurrence, retry_delay
+
+logger = logging.getLogger(__name__)
 
 ERROR_MAX_CHARS = 1000
+SYNC_THREADS = 32  # sync callbacks run in at most this many threads (each may hold a connection)
+# Frames from these directories (this package's among them) are cut from a stored traceback.
 INTERNAL_DIRS = tuple(
     os.path.dirname(str(module.__file__)) + os.sep
-    for module in (asyncio, asgiref, concurrent.futures, importlib.import_module(__package__))
+    for module in (asyncio, asgiref, concurrent.futures, importlib.import_module("django_taskshed"))
 )
 TRACEBACK_MAX_CHARS = 20000
+
+
+def callback_threads(concurrency: int) -> ThreadPoolExecutor:
+    """Threads for sync callbacks; they start on first use, so a worker that never starts or
+    runs only coroutines costs none."""
+    return ThreadPoolExecutor(min(concurrency, SYNC_THREADS), "taskshed-callback")
+
+
+async def run_claim(
+    claim: ClaimedTask,
+    callbacks: Mapping[str, Callable[..., Any]],
+    executor: ThreadPoolExecutor,
+    sync_running: set[str],
+) -> Outcome:
+    """Run ``claim`` at its ``run_at`` (it may be claimed a moment early) and say how it ended.
+
+    While a sync callback runs, its task id is in ``sync_running``: its thread cannot be
+    cancelled, so the worker keeps its lease at shutdown until it returns.
+    """
+    early = (claim.run_at - timezone.now()).total_seconds()
+    if early > 0:
+        await asyncio.sleep(early)
+    started = timezone.now()
+    try:
+        func = resolve(callbacks, claim)
+        if not inspect.iscoroutinefunction(func):
+            sync_running.add(claim.task_id)
+        await invoke(func, claim, timeout_of(claim), executor)
+    except Exception as exc:
+        logger.error("task %s (%s) failed: %s", claim.task_id, claim.callback, exc, exc_info=exc)
+        return failed(
+            claim,
+            exc,
+            started,
+            timezone.now(),
+            max_retries=taskshed_settings.MAX_RETRIES,
+            backoff=taskshed_settings.RETRY_BACKOFF,
+        )
+    finally:
+        sync_running.discard(claim.task_id)
+    return succeeded(claim, started, timezone.now())
+
+
+def timeout_of(claim: ClaimedTask) -> float | None:
+    """The task's own timeout in seconds, else ``TASKSHED["TIMEOUT"]``."""
+    if claim.timeout is not None:
+        return claim.timeout.total_seconds()
+    default: float | None = taskshed_settings.TIMEOUT
+    return default
 
 
 def resolve(callbacks: Mapping[str, Callable[..., Any]], claim: ClaimedTask) -> Callable[..., Any]:

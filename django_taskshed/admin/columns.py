@@ -1,0 +1,116 @@
+"""The task admin's computed columns and read-only fields, in words and colours."""
+
+import contextvars
+from typing import Any
+
+from django.contrib import admin
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+from django.utils.text import Truncator
+
+from ..models import RunType, Task, TaskStatus
+from ..occurrences import upcoming_runs
+from .display import in_words, local_time, relative
+
+UPCOMING = 10
+NO_LIVE_WORKER = mark_safe(  # noqa: S308  (a constant)
+    '<span title="no live worker serves this callback" style="color:#ba2121">'
+    "&#9888; no live worker</span>"
+)
+STATUS_COLOURS = {
+    TaskStatus.SCHEDULED: "#417690",
+    TaskStatus.PAUSED: "#777",
+    TaskStatus.RUNNING: "#2e7d32",
+    TaskStatus.RETRYING: "#c77c00",
+    TaskStatus.FAILED: "#ba2121",
+}
+# Callback names served by live workers, read once per changelist or change view request.
+served: contextvars.ContextVar[frozenset[str] | None] = contextvars.ContextVar(
+    "taskshed_served", default=None
+)
+
+
+def _stored(task: Task) -> bool:
+    """Whether ``task`` is a row with a schedule (the add form shows an empty one)."""
+    run_at: Any = task.run_at
+    return bool(task.pk) and run_at is not None
+
+
+class TaskColumns:
+    """Columns of the changelist and read-only fields of the change form."""
+
+    @admin.display(description="callback", ordering="callback")
+    def callback_served(self, task: Task) -> str:
+        names = served.get()
+        if names is None or task.callback in names:
+            return task.callback
+        return format_html("{} {}", task.callback, NO_LIVE_WORKER)
+
+    @admin.display(description="served by")
+    def served_by(self, task: Task) -> str:
+        if not _stored(task):
+            return "-"
+        names = served.get()
+        if names is not None and task.callback not in names:
+            return NO_LIVE_WORKER
+        return "a live worker serves this callback"
+
+    @admin.display(description="schedule", ordering="run_type")
+    def schedule(self, task: Task) -> str:
+        return in_words(task.interval if task.run_type == RunType.RECURRING else None)
+
+    @admin.display(description="next run", ordering="run_at")
+    def next_run(self, task: Task) -> str:
+        if task.failed_at is not None:
+            return format_html('<span title="{}">-</span>', "failed: it runs again once retried")
+        now = timezone.now()
+        hint = relative(task.run_at, now) + (", paused" if task.paused else "")
+        return format_html(
+            '<span style="white-space:nowrap">{}</span> <span class="quiet">({})</span>',
+            local_time(task.run_at, now),
+            hint,
+        )
+
+    @admin.display(description="last run", ordering="last_run_at")
+    def last_run(self, task: Task) -> str:
+        return local_time(task.last_run_at, timezone.now())
+
+    @admin.display(description="status")
+    def status_badge(self, task: Task) -> str:
+        if not _stored(task):
+            return "-"
+        status = task.status_at(timezone.now())
+        return format_html(
+            '<span class="taskshed-status taskshed-status-{}" style="color:#fff;background:{};'
+            'padding:1px 6px;border-radius:8px;white-space:nowrap">{}</span>',
+            status.value,
+            STATUS_COLOURS[status],
+            status.label,
+        )
+
+    @admin.display(description="last error")
+    def error_line(self, task: Task) -> str:
+        if not task.last_error:
+            return ""
+        line = task.last_error.partition("\n")[0]
+        return format_html('<span title="{}">{}</span>', line, Truncator(line).chars(80))
+
+    @admin.display(description="last traceback")
+    def traceback(self, task: Task) -> str:
+        if not task.last_traceback:
+            return "-"
+        return format_html('<pre style="white-space:pre-wrap">{}</pre>', task.last_traceback)
+
+    @admin.display(description=f"next {UPCOMING} runs")
+    def upcoming(self, task: Task) -> str:
+        if not _stored(task):
+            return "-"
+        now = timezone.now()
+        runs = upcoming_runs(task.run_at, task.interval, task.coalesce, now, UPCOMING)
+        flag = " (paused: will not run until resumed)" if task.paused else ""
+        rows = [
+            (timezone.localtime(run).strftime("%Y-%m-%d %H:%M:%S"), relative(run, now), flag)
+            for run in runs
+        ]
+        return format_html("<ol>{}</ol>", format_html_join("", "<li>{} ({}){}</li>", rows))

@@ -1,0 +1,120 @@
+"""The task admin: list, search, filter, edit; every action goes through the scheduler API."""
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.template.response import SimpleTemplateResponse
+
+from ..models import Task
+from ..schedulers import SyncScheduler
+from . import filters
+from .actions import pause, resume, retry_failed, run_now
+from .columns import TaskColumns, served
+from .filters import BoundedCountPaginator, CallbackFilter, GroupFilter, StatusFilter
+from .forms import TaskAdminForm
+from .workers import served_callbacks
+
+if TYPE_CHECKING:  # django-stubs' generics; Django's classes take no [] at run time
+    TaskModelAdmin = admin.ModelAdmin[Task]
+else:
+    TaskModelAdmin = admin.ModelAdmin
+
+
+@admin.register(Task)
+class TaskAdmin(TaskColumns, TaskModelAdmin):
+    form = TaskAdminForm
+    paginator = BoundedCountPaginator
+    show_full_result_count = False
+    list_per_page = 50
+
+    class Media:
+        css = {"all": ["django_taskshed/admin.css"]}
+
+    ordering = ["run_at", "task_id"]
+    search_fields = ["task_id", "group_id", "callback"]
+    list_filter = [StatusFilter, "run_type", CallbackFilter, GroupFilter, "paused"]
+    list_display = [
+        "task_id", "callback_served", "group_id", "schedule", "next_run", "status_badge",
+        "attempts", "last_run", "error_line",
+    ]  # fmt: skip
+    actions = [pause, resume, run_now, retry_failed, "delete_selected"]
+    readonly_fields = [
+        "status_badge", "served_by", "upcoming", "lease_owner", "lease_expires_at", "attempts",
+        "last_run_at", "failed_at", "last_error", "traceback", "paused_at", "created_at",
+        "updated_at",
+    ]  # fmt: skip
+    fieldsets = [
+        (
+            None,
+            {"fields": ["status_badge", "task_id", "callback", "served_by", "kwargs", "group_id"]},
+        ),
+        (
+            "Schedule",
+            {"fields": ["run_at", "run_type", "interval", "coalesce", "paused", "upcoming"]},
+        ),
+        (
+            "Failures",
+            {
+                "fields": [
+                    "max_retries",
+                    "timeout",
+                    "attempts",
+                    "failed_at",
+                    "last_error",
+                    "traceback",
+                ]  # fmt: skip
+            },
+        ),
+        (
+            "Lease and history",
+            {
+                "fields": [
+                    "lease_owner",
+                    "lease_expires_at",
+                    "last_run_at",
+                    "paused_at",
+                    "created_at",
+                    "updated_at",
+                ]  # fmt: skip
+            },
+        ),
+    ]
+
+    @property
+    def count_cap(self) -> int:
+        """The most rows the changelist counts (read by its pagination template)."""
+        return filters.COUNT_CAP
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Task | None = None) -> list[str]:
+        fields = list(super().get_readonly_fields(request, obj))
+        return [*fields, "task_id"] if obj is not None else fields
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        self._refuse_forbidden_action(request)
+        return self._with_served(super().changelist_view, request, extra_context)
+
+    def changeform_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        return self._with_served(super().changeform_view, request, *args, **kwargs)
+
+    def _with_served(self, view: Callable[..., HttpResponse], *args: Any) -> HttpResponse:
+        """Run ``view`` and render its page while the served callback names are known."""
+        token = served.set(served_callbacks())
+        try:
+            response = view(*args)
+            if isinstance(response, SimpleTemplateResponse) and not response.is_rendered:
+                response.render()
+            return response
+        finally:
+            served.reset(token)
+
+    def _refuse_forbidden_action(self, request: HttpRequest) -> None:
+        """A POSTed action the user may not run is a 403, not a silent no-op."""
+        name = request.POST.get("action") if request.method == "POST" else None
+        if name and name not in self.get_actions(request):
+            raise PermissionDenied(f"not allowed to run the action {name!r}")
+
+    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
+        SyncScheduler().remove_tasks(task_ids=list(queryset.values_list("pk", flat=True)))

@@ -1,0 +1,201 @@
+"""The worker's side of the datastore: claim due tasks under a lease, renew, release, settle.
+
+Each operation is one transactional step, run by the worker on a database thread of its own
+(or by its heartbeat thread). On PostgreSQL and SQLite 3.35+ the claim is one statement, and
+on PostgreSQL results are written one statement per kind (``hotpath``).
+"""
+
+import uuid
+from collections.abc import Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import connections, transaction
+from django.utils import timezone
+
+from ..django_internals import delete_without_signals
+from ..models import Task, TaskQuerySet
+from . import hotpath
+from .tasks import TaskOperations
+
+CLAIM_FIELDS = (
+    "task_id", "callback", "kwargs", "run_at", "run_type", "interval", "coalesce",
+    "max_retries", "timeout", "attempts", "updated_at",
+)  # fmt: skip
+LEASE_CLEARED = {"lease_owner": None, "lease_expires_at": None, "claim_token": None}
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedTask:
+    """What a worker holds of a task while it runs it; ``claim_token`` fences its writes."""
+
+    task_id: str
+    callback: str
+    kwargs: dict[str, Any]
+    run_at: datetime
+    run_type: str
+    interval: timedelta | None
+    coalesce: bool
+    max_retries: int | None
+    timeout: timedelta | None
+    attempts: int
+    updated_at: datetime
+    claim_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a run ended: delete the task, or write ``changes`` (the lease is always cleared)."""
+
+    claim: ClaimedTask
+    delete: bool = False
+    changes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class SettleReport:
+    settled: int = 0
+    edited: list[str] = field(default_factory=list)  # edited while running: edit kept
+    lost: list[str] = field(default_factory=list)  # lease lost to another worker: nothing written
+
+
+class LeaseOperations(TaskOperations):
+    """The worker's steps; each starts from ``get_queryset()``."""
+
+    def claim_due_tasks(
+        self, worker_id: str, limit: int, lease_seconds: float, ahead: float = 0.0
+    ) -> list[ClaimedTask]:
+        """Claim up to ``limit`` tasks due within ``ahead`` seconds, earliest first.
+
+        PostgreSQL and MySQL lock the picked rows with ``SELECT ... FOR UPDATE SKIP LOCKED``;
+        SQLite, which has no row locks, leases them with a conditional ``UPDATE``. Either way
+        no task is claimed twice.
+        """
+        now = timezone.now()
+        due = self.get_queryset().due(now, now + timedelta(seconds=ahead)).order_by("run_at")
+        token = uuid.uuid4().hex
+        expires = now + timedelta(seconds=lease_seconds)
+        if hotpath.can_claim(connections[self.using]):
+            # One statement is atomic by itself: no transaction around it, no round trip to commit.
+            picked = due.values("task_id")[:limit]
+            rows = hotpath.claim(picked, CLAIM_FIELDS, worker_id, token, expires)
+        else:
+            rows = self._claim_in_transaction(due, limit, worker_id, token, expires)
+        return [ClaimedTask(claim_token=token, **row) for row in rows]
+
+    def _claim_in_transaction(
+        self, due: TaskQuerySet, limit: int, worker_id: str, token: str, expires: datetime
+    ) -> list[dict[str, Any]]:
+        lease = {"lease_owner": worker_id, "claim_token": token, "lease_expires_at": expires}
+        tasks = self.get_queryset()
+        with transaction.atomic(using=self.using):
+            if connections[self.using].features.has_select_for_update_skip_locked:
+                rows = list(due.select_for_update(skip_locked=True).values(*CLAIM_FIELDS)[:limit])
+                if rows:
+                    tasks.filter(pk__in=[row["task_id"] for row in rows]).update(**lease)
+                return rows
+            # The UPDATE re-checks the due condition, so a row another claim took between
+            # the two statements is not taken twice; the rows are read back by primary key.
+            ids = [pk for (pk,) in due.values_list("pk")[:limit]]
+            if not ids or not due.filter(pk__in=ids).update(**lease):
+                return []
+            held = tasks.filter(pk__in=ids, claim_token=token)
+            return list(held.order_by("run_at").values(*CLAIM_FIELDS))
+
+    def renew_leases(self, worker_id: str, tokens: Iterable[str], lease_seconds: float) -> int:
+        """Extend the leases this worker holds under ``tokens``. Returns how many."""
+        tokens = list(tokens)
+        if not tokens:
+            return 0
+        expires = timezone.now() + timedelta(seconds=lease_seconds)
+        held = self.get_queryset().filter(lease_owner=worker_id, claim_token__in=tokens)
+        return held.update(lease_expires_at=expires)
+
+    def release_tasks(self, worker_id: str, claims: Iterable[ClaimedTask]) -> int:
+        """Give back tasks this worker claimed but did not finish; they are due again at once."""
+        claims = list(claims)
+        if not claims:
+            return 0
+        held = self.get_queryset().filter(
+            lease_owner=worker_id,
+            pk__in=[claim.task_id for claim in claims],
+            claim_token__in={claim.claim_token for claim in claims},
+        )
+        return held.update(**LEASE_CLEARED)
+
+    def settle(self, worker_id: str, outcomes: list[Outcome]) -> SettleReport:
+        """Write how runs ended, fenced: only rows still held under the same claim change.
+
+        A row edited while it ran (its ``updated_at`` moved) keeps the edit: its lease is
+        released and ``last_run_at`` stamped, nothing else.
+        """
+        report = SettleReport()
+        by_id = {outcome.claim.task_id: outcome for outcome in outcomes}
+        if by_id and connections[self.using].vendor == "postgresql":
+            report.settled = self._settle_fenced(worker_id, by_id)
+        if not by_id:
+            return report
+        tasks = self.get_queryset()
+        with transaction.atomic(using=self.using):
+            current = tasks.select_for_update().filter(pk__in=list(by_id), lease_owner=worker_id)
+            held = {}
+            for task_id, token, updated_at in current.values_list(
+                "pk", "claim_token", "updated_at"
+            ):
+                if token == by_id[task_id].claim.claim_token:
+                    held[task_id] = updated_at == by_id[task_id].claim.updated_at
+            report.lost = [task_id for task_id in by_id if task_id not in held]
+            report.edited = [task_id for task_id, unchanged in held.items() if not unchanged]
+            kept = [by_id[task_id] for task_id, unchanged in held.items() if unchanged]
+            deleted = [outcome.claim.task_id for outcome in kept if outcome.delete]
+            if deleted:
+                delete_without_signals(tasks.filter(pk__in=deleted))
+            _write_changes(tasks, [outcome for outcome in kept if not outcome.delete])
+            if report.edited:
+                stamp = {"last_run_at": timezone.now(), **LEASE_CLEARED}
+                tasks.filter(pk__in=report.edited).update(**stamp)
+        report.settled += len(kept)
+        return report
+
+    def _settle_fenced(self, worker_id: str, by_id: dict[str, Outcome]) -> int:
+        """PostgreSQL: write each kind of result in one statement fenced by claim and
+        ``updated_at``; what was written leaves ``by_id``, the rest is for the general path."""
+        groups: dict[Any, list[Outcome]] = {}
+        for outcome in by_id.values():
+            if outcome.delete:
+                groups.setdefault(None, []).append(outcome)
+            elif outcome.changes.keys() <= hotpath.ARRAY_TYPES.keys():
+                groups.setdefault(tuple(sorted(outcome.changes)), []).append(outcome)
+        written: set[str] = set()
+        # One statement needs no transaction (and no round trip to commit); several share one,
+        # so that a failure part-way leaves the whole batch to be written again.
+        with transaction.atomic(using=self.using) if len(groups) > 1 else nullcontext():
+            for columns, group in groups.items():
+                claims = [outcome.claim for outcome in group]
+                if columns is None:
+                    written |= hotpath.delete_fenced(self.using, worker_id, claims)
+                else:
+                    values = [[outcome.changes[c] for outcome in group] for c in columns]
+                    written |= hotpath.update_fenced(self.using, worker_id, claims, columns, values)
+        for task_id in written:
+            del by_id[task_id]
+        return len(written)
+
+    def next_free_run_at(self) -> datetime | None:
+        """The earliest run_at of a task free to run (runnable, no lease); None if none is."""
+        free = self.get_queryset().runnable().filter(lease_expires_at__isnull=True)
+        return free.order_by("run_at").values_list("run_at", flat=True).first()
+
+
+def _write_changes(tasks: TaskQuerySet, outcomes: list[Outcome]) -> None:
+    """One bulk UPDATE per distinct set of changed fields."""
+    groups: dict[tuple[str, ...], list[Task]] = {}
+    for outcome in outcomes:
+        values = {**outcome.changes, **LEASE_CLEARED}
+        groups.setdefault(tuple(sorted(values)), []).append(
+            Task(pk=outcome.claim.task_id, **values)
+        )
+    for fields, objs in groups.items():
+        tasks.bulk_update(objs, list(fields), batch_size=500)

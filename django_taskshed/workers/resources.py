@@ -1,0 +1,101 @@
+"""What a worker starts and stops together: its row and heartbeat, its place in the group, and
+its threads (database steps and sync callbacks)."""
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from asgiref.sync import sync_to_async
+from django.utils import timezone
+
+from .. import notifications
+from ..conf import taskshed_settings
+from ..models import WorkerRecord
+from .database_threads import DatabaseThread
+from .heartbeat import Heartbeat
+
+if TYPE_CHECKING:
+    from .worker import EventDrivenWorker
+
+logger = logging.getLogger(__name__)
+
+JOIN_TIMEOUT = 1.0  # seconds start() waits to join the group before going on without it
+
+
+class WorkerResources:
+    """An async context manager: entered when a worker starts, exited once it has drained.
+
+    Entering registers the worker (its row, renewed by the heartbeat thread with the leases it
+    holds) and joins the channel layer's group before returning, so that no notification sent
+    after ``start()`` is missed. Exiting undoes each, and closes the threads' connections.
+    """
+
+    def __init__(
+        self,
+        worker: "EventDrivenWorker",
+        threads: tuple[DatabaseThread, ...],
+        executor: ThreadPoolExecutor,
+        held_tokens: Callable[[], list[str]],
+    ):
+        self.worker = worker
+        self.threads = threads
+        self.executor = executor
+        self.held_tokens = held_tokens
+        self.heartbeat: Heartbeat | None = None
+        self.listener: notifications.GroupListener | None = None
+
+    async def __aenter__(self) -> "WorkerResources":
+        worker = self.worker
+        self.heartbeat = Heartbeat(
+            self._record(), worker.datastore, worker.options.lease, self.held_tokens,
+            worker.running_count,
+        )  # fmt: skip
+        await sync_to_async(self.heartbeat.start)()
+        notifications.LOCAL_WORKERS.add(worker)
+        layer = notifications.channel_layer()
+        if layer is not None:
+            self.listener = notifications.GroupListener(
+                layer, taskshed_settings.GROUP, worker.update_schedule
+            )
+            self.listener.start()
+            try:
+                await asyncio.wait_for(self.listener.joined.wait(), JOIN_TIMEOUT)
+            except asyncio.TimeoutError:
+                logger.warning(
+                    "worker %s: the channel layer is not answering; polling", worker.worker_id
+                )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        notifications.LOCAL_WORKERS.discard(self.worker)
+        if self.listener is not None:
+            await self.listener.close()
+        if self.heartbeat is not None:
+            await sync_to_async(self.heartbeat.stop)()
+            await sync_to_async(self.heartbeat.unregister)()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        for thread in self.threads:
+            await thread.close()
+
+    def _record(self) -> WorkerRecord:
+        now = timezone.now()
+        return WorkerRecord(
+            worker_id=self.worker.worker_id,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            started_at=now,
+            heartbeat_at=now,
+            expires_at=now + timedelta(seconds=self.worker.options.lease),
+            callbacks=sorted(self.worker.callbacks or ()),
+        )
