@@ -12,6 +12,15 @@ from .datastores import DjangoDataStore
 from .models import Task, TaskExecutionTime, new_task_id
 
 
+class CronFields(NamedTuple):
+    """``add_task()``'s cron keywords."""
+
+    cron: str | None
+    timezone: str | None
+    on_nonexistent: str
+    on_ambiguous: str
+
+
 class Change(NamedTuple):
     """A committed change; ``run_at`` is its earliest affected occurrence, if known."""
 
@@ -80,6 +89,7 @@ def new_task(
     group_id: str | None,
     paused: bool,
     coalesce: bool,
+    cron: CronFields,
 ) -> Task:
     """The unsaved Task that ``add_task()`` arguments describe."""
     return Task(
@@ -92,4 +102,8 @@ def new_task(
         group_id=group_id,
         paused=paused,
         coalesce=coalesce,
+        cron=cron.cron or "",
+        timezone=cron.timezone or "",
+        on_nonexistent=cron.on_nonexistent,
+        on_ambiguous=cron.on_ambiguous,
     )

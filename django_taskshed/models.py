@@ -5,9 +5,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import models
+from django.utils import timezone as django_timezone
 
 ID_MAX_LENGTH = 255
 CALLBACK_MAX_LENGTH = 200
+CRON_MAX_LENGTH = 200
 
 
 def new_task_id() -> str:
@@ -34,7 +36,19 @@ class JSONIsObject(models.Func):
 
 class RunType(models.TextChoices):
     ONCE = "once", "once"
-    RECURRING = "recurring", "recurring"
+    RECURRING = "recurring", "recurring (interval)"
+    CRON = "cron", "cron"
+
+
+class OnNonexistent(models.TextChoices):
+    SHIFT = "shift", "shift: run at the first instant after the gap"
+    SKIP = "skip", "skip: no run that day"
+
+
+class OnAmbiguous(models.TextChoices):
+    FIRST = "first", "first: the earlier of the two instants"
+    SECOND = "second", "second: the later of the two instants"
+    BOTH = "both", "both: run twice"
 
 
 class TaskStatus(models.TextChoices):
@@ -88,6 +102,24 @@ class Task(models.Model):
     run_at = models.DateTimeField()
     run_type = models.CharField(max_length=10, choices=RunType.choices, default=RunType.ONCE)
     interval = models.DurationField(null=True, blank=True)
+    cron = models.CharField(
+        max_length=CRON_MAX_LENGTH,
+        blank=True,
+        default="",
+        help_text='Cron tasks: five fields ("30 2 * * *") or a macro such as @daily.',
+    )
+    timezone = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        help_text="Cron tasks: the IANA time zone the expression is read in.",
+    )
+    on_nonexistent = models.CharField(
+        max_length=8, choices=OnNonexistent.choices, default=OnNonexistent.SHIFT
+    )
+    on_ambiguous = models.CharField(
+        max_length=8, choices=OnAmbiguous.choices, default=OnAmbiguous.FIRST
+    )
     # None, not "", means "no group" / "no lease", as in TaskShed.
     group_id = models.CharField(max_length=ID_MAX_LENGTH, null=True, blank=True, db_index=True)  # noqa: DJ001
     paused = models.BooleanField(default=False)
@@ -109,6 +141,9 @@ class Task(models.Model):
     last_error = models.TextField(blank=True, default="", help_text="The last failure, one line.")
     last_traceback = models.TextField(blank=True, default="")
     failed_at = models.DateTimeField(null=True, blank=True)
+    declared_in_code = models.BooleanField(
+        default=False, help_text="Kept in step with TASKSHED['SCHEDULES']; edit it there."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -124,8 +159,18 @@ class Task(models.Model):
             ),
             models.CheckConstraint(
                 condition=models.Q(run_type=RunType.ONCE)
-                | models.Q(interval__isnull=False, interval__gt=timedelta(0)),
-                name="taskshed_recurring_has_interval",
+                | models.Q(
+                    run_type=RunType.RECURRING,
+                    interval__isnull=False,
+                    interval__gt=timedelta(0),
+                    cron="",
+                )
+                | (
+                    models.Q(run_type=RunType.CRON, interval__isnull=True)
+                    & ~models.Q(cron="")
+                    & ~models.Q(timezone="")
+                ),
+                name="taskshed_schedule_fields",
             ),
             models.CheckConstraint(condition=JSONIsObject("kwargs"), name="taskshed_kwargs_object"),
         ]
@@ -135,6 +180,13 @@ class Task(models.Model):
 
     def __repr__(self) -> str:
         return f"<Task {self.task_id!r} {self.callback!r} run_at={self.run_at!r}>"
+
+    def next_runs(self, after: datetime | None = None, count: int = 10) -> list[datetime]:
+        """The first ``count`` occurrences of this task's schedule strictly after ``after``
+        (default now), as aware UTC datetimes: the function the worker runs by."""
+        from .occurrences import next_runs
+
+        return next_runs(self, after or django_timezone.now(), count)
 
     def status_at(self, now: datetime) -> TaskStatus:
         """failed, paused, running (under a live lease), retrying, or scheduled."""

@@ -1,38 +1,92 @@
-"""Pure schedule arithmetic: next occurrences, coalescing, retry backoff."""
+"""When tasks run: the one function that computes occurrences, for interval and cron schedules
+alike, used by the worker, coalescing, the admin's preview and ``Task.next_runs``."""
 
-from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
+
+from .cron import cron_schedule
 
 
-def next_occurrence(
-    run_at: datetime, interval: timedelta, now: datetime, coalesce: bool
-) -> datetime:
-    """The occurrence after ``run_at`` that a recurring task runs next.
+class Schedule(Protocol):
+    def next_after(self, after: datetime) -> datetime | None: ...
 
-    With ``coalesce`` the occurrences missed up to ``now`` collapse: the next one is the
-    first after ``now``. Without it, each missed occurrence runs once, so the next is
-    simply ``run_at + interval`` (which may still be due).
+
+class Scheduled(Protocol):
+    """What a schedule is made of: a ``Task`` or a worker's claim of one."""
+
+    @property
+    def run_type(self) -> str: ...
+    @property
+    def run_at(self) -> datetime: ...
+    @property
+    def interval(self) -> timedelta | None: ...
+    @property
+    def cron(self) -> str: ...
+    @property
+    def timezone(self) -> str: ...
+    @property
+    def on_nonexistent(self) -> str: ...
+    @property
+    def on_ambiguous(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class OnceSchedule:
+    run_at: datetime
+
+    def next_after(self, after: datetime) -> datetime | None:
+        return self.run_at if self.run_at > after else None
+
+
+@dataclass(frozen=True)
+class IntervalSchedule:
+    """Every ``interval``, on the grid through ``anchor`` (the task's ``run_at``)."""
+
+    anchor: datetime
+    interval: timedelta
+
+    def next_after(self, after: datetime) -> datetime:
+        return self.anchor + ((after - self.anchor) // self.interval + 1) * self.interval
+
+
+def schedule_of(task: Scheduled) -> Schedule:
+    if task.run_type == "cron":
+        return cron_schedule(task.cron, task.timezone, task.on_nonexistent, task.on_ambiguous)
+    if task.run_type == "recurring" and task.interval is not None:
+        return IntervalSchedule(task.run_at, task.interval)
+    return OnceSchedule(task.run_at)
+
+
+def next_runs(task: Scheduled, after: datetime, count: int) -> list[datetime]:
+    """The first ``count`` occurrences of ``task``'s schedule strictly after ``after``."""
+    schedule = schedule_of(task)
+    runs: list[datetime] = []
+    while len(runs) < count and (following := schedule.next_after(after)) is not None:
+        runs.append(following)
+        after = following
+    return runs
+
+
+def next_run(task: Scheduled, now: datetime, coalesce: bool) -> datetime | None:
+    """Where a recurring or cron task goes once its run of ``run_at`` ends.
+
+    With ``coalesce`` the occurrences missed up to ``now`` collapse: the next run is the first
+    occurrence after ``now``. Without it each missed occurrence runs once, in order: the next
+    run is the occurrence after ``run_at`` (which may still be due).
     """
-    following = run_at + interval
-    if not coalesce or following > now:
-        return following
-    missed = (now - run_at) // interval
-    return run_at + (missed + 1) * interval
+    after = max(task.run_at, now) if coalesce else task.run_at
+    runs = next_runs(task, after, 1)
+    return runs[0] if runs else None
 
 
-def upcoming_runs(
-    run_at: datetime, interval: timedelta | None, coalesce: bool, now: datetime, count: int
-) -> Iterator[datetime]:
-    """The next ``count`` runs a worker will make (one for a one-off task).
-
-    A run due in the past starts at once; each following occurrence is what the worker
-    computes with ``next_occurrence`` when that run ends.
-    """
-    current = run_at
-    for _ in range(count if interval is not None else 1):
-        yield current
-        if interval is not None:
-            current = next_occurrence(current, interval, max(now, current), coalesce)
+def upcoming_runs(task: Scheduled, coalesce: bool, now: datetime, count: int) -> list[datetime]:
+    """The next ``count`` runs a worker will make: ``run_at`` (at once, if it is past), then
+    what ``next_run`` gives after it."""
+    if task.run_type not in ("recurring", "cron"):
+        return [task.run_at]
+    after = max(task.run_at, now) if coalesce else task.run_at
+    return [task.run_at, *next_runs(task, after, count - 1)]
 
 
 def retry_delay(attempts: int, backoff: float) -> timedelta:

@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 from asgiref.sync import sync_to_async
 
 from . import notifications
-from .changes import Change, Operations, new_task
+from .changes import Change, CronFields, Operations, new_task
 from .datastores import DjangoDataStore
 from .eager import eager
 from .exceptions import NoWorkerError
@@ -61,15 +61,26 @@ class SyncScheduler(_SchedulerBase):
         coalesce: bool = True,
         *,
         replace_existing: bool = True,
+        cron: str | None = None,
+        timezone: str | None = None,
+        on_nonexistent: str = "shift",
+        on_ambiguous: str = "first",
     ) -> Task:
         """Schedule one task and return it as stored.
 
         ``run_at`` defaults to now; a naive one is read in the current time zone. With
         ``replace_existing=False`` an existing ``task_id`` is left untouched and returned.
+        A cron task (``run_type="cron"``) runs at the occurrences of ``cron`` (five fields or a
+        macro such as ``@daily``) in ``timezone`` (default: the current time zone, stored with
+        the task), by the DST policy ``on_nonexistent`` (``shift`` or ``skip``) and
+        ``on_ambiguous`` (``first``, ``second`` or ``both``); its ``run_at`` defaults to the
+        first occurrence after now.
         """
+        cron_fields = CronFields(cron, timezone, on_nonexistent, on_ambiguous)
         task = new_task(
-            callback, run_at, kwargs, run_type, interval, task_id, group_id, paused, coalesce
-        )
+            callback, run_at, kwargs, run_type, interval, task_id, group_id, paused, coalesce,
+            cron_fields,
+        )  # fmt: skip
         return self._commit(*self._ops.add_task(task, replace_existing))
 
     def add_tasks(self, tasks: Iterable[Task], *, replace_existing: bool = True) -> None:
@@ -158,11 +169,17 @@ class AsyncScheduler(_SchedulerBase):
         coalesce: bool = True,
         *,
         replace_existing: bool = True,
+        cron: str | None = None,
+        timezone: str | None = None,
+        on_nonexistent: str = "shift",
+        on_ambiguous: str = "first",
     ) -> Task:
         """Schedule one task and return it as stored (see ``SyncScheduler.add_task``)."""
+        cron_fields = CronFields(cron, timezone, on_nonexistent, on_ambiguous)
         task = new_task(
-            callback, run_at, kwargs, run_type, interval, task_id, group_id, paused, coalesce
-        )
+            callback, run_at, kwargs, run_type, interval, task_id, group_id, paused, coalesce,
+            cron_fields,
+        )  # fmt: skip
         return await self._run(self._ops.add_task, task, replace_existing)
 
     async def add_tasks(self, tasks: Iterable[Task], *, replace_existing: bool = True) -> None:

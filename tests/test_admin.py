@@ -619,7 +619,7 @@ def test_change_view_lists_the_next_ten_runs(admin_client, coalesce, paused):
 
     items = upcoming_items(admin_client.get(change_url("hourly")).content.decode())
 
-    expected = upcoming_runs(task.run_at, task.interval, task.coalesce, timezone.now(), 10)
+    expected = upcoming_runs(task, task.coalesce, timezone.now(), 10)
     times = [timezone.localtime(run).strftime(TIME_FORMAT) for run in expected]
     assert len(items) == 10
     assert [item.split(" (")[0] for item in items] == times

@@ -34,7 +34,7 @@ def test_the_migrated_table_has_the_index_and_constraints():
     assert any(c["columns"] == ["group_id"] and c["index"] for c in constraints.values())
     for name in (
         "taskshed_run_type_valid",
-        "taskshed_recurring_has_interval",
+        "taskshed_schedule_fields",
         "taskshed_kwargs_object",
     ):
         assert constraints[name]["check"] is True

@@ -5,12 +5,28 @@ from datetime import timezone as dt_timezone
 
 import pytest
 
-from django_taskshed.occurrences import next_occurrence, retry_delay, upcoming_runs
+from django_taskshed.models import Task
+from django_taskshed.occurrences import next_run, retry_delay
+from django_taskshed.occurrences import upcoming_runs as upcoming
 
 pytestmark = pytest.mark.timeout(10)
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=dt_timezone.utc)
 MINUTE = timedelta(minutes=1)
+
+
+def task(run_at: datetime, interval: timedelta | None) -> Task:
+    run_type = "once" if interval is None else "recurring"
+    return Task(run_type=run_type, run_at=run_at, interval=interval)
+
+
+def next_occurrence(run_at, interval, now, coalesce):
+    """Where a recurring task at ``run_at`` goes after its run ends at ``now``."""
+    return next_run(task(run_at, interval), now, coalesce)
+
+
+def upcoming_runs(run_at, interval, coalesce, now, count):
+    return upcoming(task(run_at, interval), coalesce, now, count)
 
 
 @pytest.mark.parametrize("coalesce", [True, False])

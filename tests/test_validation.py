@@ -7,6 +7,7 @@ both schedulers, where every rejected call must leave the table as it was.
 import json
 from datetime import date, datetime, timedelta
 from datetime import timezone as dt_timezone
+from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -149,29 +150,61 @@ def test_kwargs_to_json_reads_the_limit_from_settings():
     assert kwargs_to_json({"a": "x" * 10}) == '{"a":"xxxxxxxxxx"}'
 
 
+def schedule(run_type, interval=None, cron="", zone="", **policy):
+    """The schedule fields of a task, as ``check_schedule`` reads them."""
+    fields = {"on_nonexistent": "shift", "on_ambiguous": "first", **policy}
+    return SimpleNamespace(run_type=run_type, interval=interval, cron=cron, timezone=zone, **fields)
+
+
 @pytest.mark.parametrize(
-    ("run_type", "interval", "field", "culprit"),
+    ("task", "field", "culprit"),
     [
-        ("weekly", None, "run_type", "'weekly'"),
-        ("ONCE", None, "run_type", "'ONCE'"),
-        (None, None, "run_type", "None"),
-        ("recurring", None, "interval", "None"),
-        ("recurring", timedelta(0), "interval", "timedelta(0)"),
-        ("recurring", timedelta(seconds=-1), "interval", "timedelta(days=-1"),
-        ("recurring", 10, "interval", "10"),
-        ("once", timedelta(seconds=10), "interval", "run_type='recurring'"),
+        (schedule("weekly"), "run_type", "'weekly'"),
+        (schedule("ONCE"), "run_type", "'ONCE'"),
+        (schedule(None), "run_type", "None"),
+        (schedule("recurring"), "interval", "None"),
+        (schedule("recurring", timedelta(0)), "interval", "timedelta(0)"),
+        (schedule("recurring", timedelta(seconds=-1)), "interval", "timedelta(days=-1"),
+        (schedule("recurring", 10), "interval", "10"),
+        (schedule("once", timedelta(seconds=10)), "interval", "run_type='recurring'"),
+        # cron tasks: which field, which value
+        (schedule("cron"), "cron", "needs a cron expression"),
+        (schedule("cron", cron="30 25 * * *"), "cron", "bad hour field '25'"),
+        (schedule("cron", cron="61 2 * * *"), "cron", "bad minute field '61'"),
+        (schedule("cron", cron="0 0 32 * *"), "cron", "bad day-of-month field '32'"),
+        (schedule("cron", cron="0 0 * 13 *"), "cron", "bad month field '13'"),
+        (schedule("cron", cron="0 0 * * MONDAY"), "cron", "bad day-of-week field 'MONDAY'"),
+        (schedule("cron", cron="0 0 * *"), "cron", "has 4 fields; it needs 5"),
+        (schedule("cron", cron="0 0 0 * * *"), "cron", "has 6 fields"),
+        (schedule("cron", cron="@fortnightly"), "cron", "'@fortnightly' has 1 fields"),
+        (schedule("cron", cron="0 0 * * *", zone="Mars/Olympus"), "timezone", "'Mars/Olympus'"),
+        (schedule("cron", cron="@daily", on_nonexistent="later"), "on_nonexistent", "'later'"),
+        (schedule("cron", cron="@daily", on_ambiguous="twice"), "on_ambiguous", "'twice'"),
+        (schedule("cron", timedelta(hours=1), "@daily"), "interval", "only for recurring tasks"),
+        (schedule("recurring", timedelta(hours=1), "@daily"), "cron", "only for cron tasks"),
+        (schedule("once", cron="@daily"), "cron", "run_type='cron'"),
     ],
 )
-def test_check_schedule_rejects(run_type, interval, field, culprit):
+def test_check_schedule_rejects(task, field, culprit):
     with pytest.raises(InvalidTaskError) as caught:
-        check_schedule(run_type, interval, "t-1")
+        check_schedule(task, "t-1")
     assert culprit in str(caught.value)
     assert caught.value.field == field
+    assert "'t-1'" in str(caught.value)
 
 
 def test_check_schedule_accepts_good_schedules():
-    check_schedule("once", None, None)
-    check_schedule("recurring", timedelta(microseconds=1), None)
+    check_schedule(schedule("once"), None)
+    check_schedule(schedule("recurring", timedelta(microseconds=1)), None)
+    for expression in ("30 2 * * *", "*/15 9-17 * * MON-FRI", "@daily", "@HOURLY", "0 0 1,15 * *"):
+        check_schedule(schedule("cron", cron=expression, zone="Europe/Berlin"), None)
+
+
+def test_a_cron_task_without_a_time_zone_gets_the_current_one():
+    task = schedule("cron", cron="@daily")
+    with timezone.override("America/New_York"):
+        check_schedule(task, None)
+    assert task.timezone == "America/New_York"
 
 
 def test_check_optional_and_check_flag():

@@ -1,6 +1,7 @@
 """The task admin's computed columns and read-only fields, in words and colours."""
 
 import contextvars
+from datetime import datetime
 from typing import Any
 
 from django.contrib import admin
@@ -9,11 +10,16 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
+from ..cron import CronError, cron_schedule, describe
 from ..models import RunType, Task, TaskStatus
 from ..occurrences import upcoming_runs
 from .display import in_words, local_time, relative
 
 UPCOMING = 10
+DST_NOTES = {
+    "moved": " [{local}: moved out of a daylight-saving gap]",
+    "twice": " [{local}: a repeated hour, run in both passes]",
+}
 NO_LIVE_WORKER = mark_safe(  # noqa: S308  (a constant)
     '<span title="no live worker serves this callback" style="color:#ba2121">'
     "&#9888; no live worker</span>"
@@ -29,6 +35,15 @@ STATUS_COLOURS = {
 served: contextvars.ContextVar[frozenset[str] | None] = contextvars.ContextVar(
     "taskshed_served", default=None
 )
+
+
+def _dst_note(task: Task, run: datetime) -> str:
+    """Why a cron run is not where its expression alone puts it, in the task's time zone."""
+    if task.run_type != RunType.CRON:
+        return ""
+    schedule = cron_schedule(task.cron, task.timezone, task.on_nonexistent, task.on_ambiguous)
+    note = DST_NOTES.get(schedule.note(run), "")
+    return note.format(local=run.astimezone(schedule.zone).strftime("%H:%M %Z"))
 
 
 def _stored(task: Task) -> bool:
@@ -58,6 +73,11 @@ class TaskColumns:
 
     @admin.display(description="schedule", ordering="run_type")
     def schedule(self, task: Task) -> str:
+        if task.run_type == RunType.CRON:
+            try:
+                return describe(task.cron, task.timezone)
+            except (CronError, ValueError, KeyError):
+                return f"cron {task.cron!r} (invalid), {task.timezone}"
         return in_words(task.interval if task.run_type == RunType.RECURRING else None)
 
     @admin.display(description="next run", ordering="run_at")
@@ -107,10 +127,17 @@ class TaskColumns:
         if not _stored(task):
             return "-"
         now = timezone.now()
-        runs = upcoming_runs(task.run_at, task.interval, task.coalesce, now, UPCOMING)
+        try:
+            runs = upcoming_runs(task, task.coalesce, now, UPCOMING)
+        except CronError as exc:
+            return f"cannot compute: {exc}"
         flag = " (paused: will not run until resumed)" if task.paused else ""
         rows = [
-            (timezone.localtime(run).strftime("%Y-%m-%d %H:%M:%S"), relative(run, now), flag)
+            (
+                timezone.localtime(run).strftime("%Y-%m-%d %H:%M:%S"),
+                relative(run, now),
+                _dst_note(task, run) + flag,
+            )
             for run in runs
         ]
         return format_html("<ol>{}</ol>", format_html_join("", "<li>{} ({}){}</li>", rows))

@@ -1,15 +1,24 @@
 """The admin's task form: callbacks from the registry, kwargs as validated JSON."""
 
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.utils import timezone
 
 from ..conf import taskshed_settings
-from ..datastores.validation import check_schedule, kwargs_to_json
+from ..datastores.validation import check_schedule, first_run, kwargs_to_json
 from ..exceptions import InvalidTaskError
 from ..models import Task
 from ..registry import get_callbacks
+
+# The fields a task's schedule is checked on together.
+SCHEDULE = ("run_at", "run_type", "interval", "cron", "timezone", "on_nonexistent", "on_ambiguous")
+POLICY_DEFAULTS = {
+    "on_nonexistent": Task._meta.get_field("on_nonexistent").default,
+    "on_ambiguous": Task._meta.get_field("on_ambiguous").default,
+}
 
 
 def registered_names() -> list[str]:
@@ -45,12 +54,21 @@ class TaskAdminForm(TaskModelForm):
     class Meta:
         model = Task
         fields = [
-            "task_id", "callback", "kwargs", "run_at", "run_type", "interval", "group_id",
-            "paused", "coalesce", "max_retries", "timeout",
+            "task_id", "callback", "kwargs", "run_at", "run_type", "interval", "cron", "timezone",
+            "on_nonexistent", "on_ambiguous", "group_id", "paused", "coalesce", "max_retries",
+            "timeout",
         ]  # fmt: skip
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        if "run_at" in self.fields:
+            self.fields["run_at"].required = False
+            self.fields["run_at"].help_text = "Empty: now; for a cron task, its next occurrence."
+        if "timezone" in self.fields:
+            self.fields["timezone"].help_text += " Empty: the current time zone."
+        for name in ("on_nonexistent", "on_ambiguous"):  # only cron tasks use them
+            if name in self.fields:
+                self.fields[name].required = False
         names = registered_names()
         current = self.initial.get("callback")
         choices = [(name, name) for name in names]
@@ -86,8 +104,27 @@ class TaskAdminForm(TaskModelForm):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
+        if "callback" in self.fields and "callback" not in data:
+            return data  # the callback's own error is enough
+        # The schedule as it will be stored: the form's fields over the row's read-only ones.
+        task = SimpleNamespace(**{name: getattr(self.instance, name) for name in SCHEDULE})
+        for name in SCHEDULE:
+            if name in self.fields:
+                value = data.get(name)
+                setattr(
+                    task,
+                    name,
+                    POLICY_DEFAULTS[name] if name in POLICY_DEFAULTS and not value else value,
+                )
         try:
-            check_schedule(data.get("run_type"), data.get("interval"), None)
+            check_schedule(task, None)
+            run_at = first_run(task, timezone.now(), None)
         except InvalidTaskError as exc:
             self.add_error(exc.field if exc.field in self.fields else None, str(exc))
+            return data
+        for name in ("timezone", "on_nonexistent", "on_ambiguous"):
+            if name in self.fields:
+                data[name] = getattr(task, name)
+        if "run_at" in self.fields:
+            data["run_at"] = run_at
         return data

@@ -17,6 +17,12 @@ from .filters import BoundedCountPaginator, CallbackFilter, GroupFilter, StatusF
 from .forms import TaskAdminForm
 from .workers import served_callbacks
 
+# What TASKSHED["SCHEDULES"] defines; the admin shows it read-only on rows it declared.
+DECLARED_DEFINITION = [
+    "callback", "kwargs", "group_id", "run_type", "interval", "cron", "timezone",
+    "on_nonexistent", "on_ambiguous", "coalesce", "max_retries", "timeout",
+]  # fmt: skip
+
 if TYPE_CHECKING:  # django-stubs' generics; Django's classes take no [] at run time
     TaskModelAdmin = admin.ModelAdmin[Task]
 else:
@@ -35,7 +41,9 @@ class TaskAdmin(TaskColumns, TaskModelAdmin):
 
     ordering = ["run_at", "task_id"]
     search_fields = ["task_id", "group_id", "callback"]
-    list_filter = [StatusFilter, "run_type", CallbackFilter, GroupFilter, "paused"]
+    list_filter = [
+        StatusFilter, "run_type", CallbackFilter, GroupFilter, "paused", "declared_in_code",
+    ]  # fmt: skip
     list_display = [
         "task_id", "callback_served", "group_id", "schedule", "next_run", "status_badge",
         "attempts", "last_run", "error_line",
@@ -44,16 +52,39 @@ class TaskAdmin(TaskColumns, TaskModelAdmin):
     readonly_fields = [
         "status_badge", "served_by", "upcoming", "lease_owner", "lease_expires_at", "attempts",
         "last_run_at", "failed_at", "last_error", "traceback", "paused_at", "created_at",
-        "updated_at",
+        "updated_at", "declared_in_code",
     ]  # fmt: skip
     fieldsets = [
         (
             None,
-            {"fields": ["status_badge", "task_id", "callback", "served_by", "kwargs", "group_id"]},
+            {
+                "fields": [
+                    "status_badge",
+                    "task_id",
+                    "declared_in_code",
+                    "callback",
+                    "served_by",
+                    "kwargs",
+                    "group_id",
+                ]  # fmt: skip
+            },
         ),
         (
             "Schedule",
-            {"fields": ["run_at", "run_type", "interval", "coalesce", "paused", "upcoming"]},
+            {
+                "fields": [
+                    "run_at",
+                    "run_type",
+                    "interval",
+                    "cron",
+                    "timezone",
+                    "on_nonexistent",
+                    "on_ambiguous",
+                    "coalesce",
+                    "paused",
+                    "upcoming",
+                ]  # fmt: skip
+            },
         ),
         (
             "Failures",
@@ -90,6 +121,8 @@ class TaskAdmin(TaskColumns, TaskModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Task | None = None) -> list[str]:
         fields = list(super().get_readonly_fields(request, obj))
+        if obj is not None and obj.declared_in_code:  # its definition lives in the settings
+            return [*fields, "task_id", *DECLARED_DEFINITION]
         return [*fields, "task_id"] if obj is not None else fields
 
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:

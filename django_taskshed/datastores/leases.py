@@ -22,7 +22,8 @@ from .tasks import TaskOperations
 
 CLAIM_FIELDS = (
     "task_id", "callback", "kwargs", "run_at", "run_type", "interval", "coalesce",
-    "max_retries", "timeout", "attempts", "updated_at",
+    "max_retries", "timeout", "attempts", "updated_at", "cron", "timezone", "on_nonexistent",
+    "on_ambiguous",
 )  # fmt: skip
 LEASE_CLEARED = {"lease_owner": None, "lease_expires_at": None, "claim_token": None}
 
@@ -42,6 +43,10 @@ class ClaimedTask:
     timeout: timedelta | None
     attempts: int
     updated_at: datetime
+    cron: str
+    timezone: str
+    on_nonexistent: str
+    on_ambiguous: str
     claim_token: str
 
 

@@ -14,7 +14,8 @@ logger = logging.getLogger(__name__)
 
 INSERT_COLUMNS = (
     "task_id", "callback", "kwargs", "run_at", "run_type", "interval", "group_id", "paused",
-    "paused_at", "coalesce", "max_retries", "timeout", "created_at", "updated_at",
+    "paused_at", "coalesce", "max_retries", "timeout", "created_at", "updated_at", "cron",
+    "timezone", "on_nonexistent", "on_ambiguous", "declared_in_code",
 )  # fmt: skip
 CONSTANT_COLUMNS = {
     "attempts": "0",
@@ -45,7 +46,8 @@ ANALYZE_LOCK_TIMEOUT = "200ms"
 # PostgreSQL inserts a batch as one statement over arrays, one per column (unnest).
 PG_ARRAY_TYPES = (
     "text", "text", "jsonb", "timestamptz", "text", "interval", "text", "bool",
-    "timestamptz", "bool", "int4", "interval", "timestamptz", "timestamptz",
+    "timestamptz", "bool", "int4", "interval", "timestamptz", "timestamptz", "text", "text",
+    "text", "text", "bool",
 )  # fmt: skip
 DURATION_POSITIONS = (5, 11)
 

@@ -7,9 +7,11 @@ from typing import Any
 
 from django.utils import timezone
 
+from .. import cron
 from ..conf import taskshed_settings
+from ..cron import CronSchedule
 from ..exceptions import InvalidTaskError
-from ..models import CALLBACK_MAX_LENGTH, ID_MAX_LENGTH, RunType
+from ..models import CALLBACK_MAX_LENGTH, CRON_MAX_LENGTH, ID_MAX_LENGTH, RunType
 
 RUN_TYPES = frozenset(RunType.values)
 
@@ -90,27 +92,84 @@ def _offending_key(kwargs: dict[Any, Any]) -> str:
     return "(a key)"
 
 
-def check_schedule(run_type: Any, interval: Any, task_id: str | None) -> None:
-    """``run_type`` is known; a recurring task has a positive ``interval``, a one-off none."""
+def check_schedule(task: Any, task_id: str | None) -> None:
+    """``run_type`` is known and the fields of its kind of schedule, and no other, are set: a
+    positive ``interval`` for a recurring task, a valid ``cron`` (with its time zone and
+    policy) for a cron task."""
+    run_type, interval, cron_text = task.run_type, task.interval, task.cron or ""
     if run_type not in RUN_TYPES:
         raise InvalidTaskError(
-            f"run_type must be 'once' or 'recurring', not {run_type!r}",
+            f"run_type must be 'once', 'recurring' or 'cron', not {run_type!r}",
             task_id=task_id,
             field="run_type",
         )
-    if run_type == RunType.RECURRING:
-        if not isinstance(interval, timedelta) or interval <= timedelta(0):
-            raise InvalidTaskError(
-                f"a recurring task needs a positive timedelta interval, got {interval!r}",
-                task_id=task_id,
-                field="interval",
-            )
-    elif interval is not None:
+    if run_type == RunType.RECURRING and (
+        not isinstance(interval, timedelta) or interval <= timedelta(0)
+    ):
         raise InvalidTaskError(
-            "interval is only for recurring tasks; pass run_type='recurring'",
+            f"a recurring task needs a positive timedelta interval, got {interval!r}",
             task_id=task_id,
             field="interval",
         )
+    if run_type != RunType.RECURRING and interval is not None:
+        raise InvalidTaskError(
+            f"interval is only for recurring tasks (this one is {run_type!r}); pass "
+            "run_type='recurring', or leave interval out",
+            task_id=task_id,
+            field="interval",
+        )
+    if run_type != RunType.CRON and cron_text:
+        raise InvalidTaskError(
+            f"a cron expression is only for cron tasks (this one is {run_type!r}); pass "
+            "run_type='cron'",
+            task_id=task_id,
+            field="cron",
+        )
+    if run_type == RunType.CRON:
+        check_cron(task, task_id)
+
+
+def check_cron(task: Any, task_id: str | None) -> CronSchedule:
+    """A cron task's schedule, or InvalidTaskError naming the field that is wrong. A missing
+    ``timezone`` is filled in with the current time zone, so the row keeps it."""
+    if not isinstance(task.cron, str) or not task.cron.strip():
+        raise InvalidTaskError("a cron task needs a cron expression", task_id=task_id, field="cron")
+    task.timezone = task.timezone or timezone.get_current_timezone_name()
+    for field, value in (("cron", task.cron), ("timezone", task.timezone)):
+        if not isinstance(value, str) or len(value) > CRON_MAX_LENGTH:
+            raise InvalidTaskError(
+                f"{field} must be a string of at most {CRON_MAX_LENGTH} characters, got {value!r}",
+                task_id=task_id,
+                field=field,
+            )
+    checks = (
+        ("cron", lambda: cron.check_expression(task.cron)),
+        ("timezone", lambda: cron.zone(task.timezone)),
+        ("on_nonexistent", lambda: cron.check_choice("on_nonexistent", task.on_nonexistent)),
+        ("on_ambiguous", lambda: cron.check_choice("on_ambiguous", task.on_ambiguous)),
+    )
+    for field, check in checks:
+        try:
+            check()
+        except cron.CronError as exc:
+            raise InvalidTaskError(str(exc), task_id=task_id, field=field) from None
+    return cron.cron_schedule(task.cron, task.timezone, task.on_nonexistent, task.on_ambiguous)
+
+
+def first_run(task: Any, now: datetime, task_id: str | None) -> datetime:
+    """``run_at`` as given, or now; a cron task's, its first occurrence after now."""
+    if task.run_at is not None:
+        return aware_utc(task.run_at, task_id=task_id)
+    if task.run_type != RunType.CRON:
+        return now
+    first = check_cron(task, task_id).next_after(now)
+    if first is None:
+        raise InvalidTaskError(
+            f"cron expression {task.cron!r} has no occurrence within 50 years",
+            task_id=task_id,
+            field="cron",
+        )
+    return first
 
 
 def check_optional(value: Any, field: str, kind: type, task_id: str | None) -> None:
@@ -139,12 +198,13 @@ def task_row(task: Any, now: datetime, max_bytes: int) -> tuple[Any, ...]:
     check_identifier(task.callback, "callback", CALLBACK_MAX_LENGTH, task_id)
     if task.group_id is not None:
         check_identifier(task.group_id, "group_id", ID_MAX_LENGTH, task_id)
-    check_schedule(task.run_type, task.interval, task_id)
+    check_schedule(task, task_id)
     check_flag(task.paused, "paused", task_id)
     check_flag(task.coalesce, "coalesce", task_id)
     check_optional(task.max_retries, "max_retries", int, task_id)
     check_optional(task.timeout, "timeout", timedelta, task_id)
-    run_at = now if task.run_at is None else aware_utc(task.run_at, task_id=task_id)
+    check_flag(task.declared_in_code, "declared_in_code", task_id)
+    run_at = first_run(task, now, task_id)
     return (
         task_id,
         task.callback,
@@ -160,4 +220,9 @@ def task_row(task: Any, now: datetime, max_bytes: int) -> tuple[Any, ...]:
         task.timeout,
         now,
         now,
+        " ".join((task.cron or "").split()),
+        task.timezone or "",
+        task.on_nonexistent,
+        task.on_ambiguous,
+        task.declared_in_code,
     )

@@ -1,7 +1,7 @@
 """The index of the due query, made per database.
 
 PostgreSQL and SQLite get a partial index over the tasks that can run, whose condition
-matches the query's ``paused = <false> AND failed_at IS NULL`` (see ``leases.RUNNABLE``);
+matches the query's ``paused = <false> AND failed_at IS NULL`` (see ``models.RUNNABLE``);
 MySQL/MariaDB, which has no partial indexes, gets a composite one.
 It lives outside ``Meta.indexes`` because Django would skip a partial index on MySQL with
 a warning.

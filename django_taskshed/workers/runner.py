@@ -22,7 +22,9 @@ from ..conf import taskshed_settings
 from ..datastores import ClaimedTask, Outcome
 from ..exceptions import BadTaskError, TaskTimeoutError
 from ..models import RunType
-from ..occurrences import next_occurrence, retry_delay
+from ..occurrences import next_run, retry_delay
+
+REPEATING = (RunType.RECURRING, RunType.CRON)
 
 logger = logging.getLogger(__name__)
 
@@ -169,12 +171,12 @@ def _internal(filename: str) -> bool:
 
 
 def succeeded(claim: ClaimedTask, started: datetime, now: datetime) -> Outcome:
-    """A one-off task is deleted; a recurring one moves to its next occurrence."""
-    if claim.run_type != RunType.RECURRING:
+    """A one-off task is deleted; a recurring or cron one moves to its next occurrence (and
+    is deleted when its schedule has none)."""
+    following = next_run(claim, now, claim.coalesce) if claim.run_type in REPEATING else None
+    if following is None:
         return Outcome(claim, delete=True)
-    assert claim.interval is not None  # noqa: S101  (a constraint guarantees it)
-    next_run = next_occurrence(claim.run_at, claim.interval, now, claim.coalesce)
-    return Outcome(claim, changes={"run_at": next_run, "attempts": 0, "last_run_at": started})
+    return Outcome(claim, changes={"run_at": following, "attempts": 0, "last_run_at": started})
 
 
 def failed(
@@ -188,7 +190,7 @@ def failed(
 ) -> Outcome:
     """Record the error; retry a one-off task with backoff, else mark it failed.
 
-    A recurring task's next occurrence is its retry. A BadTaskError is never retried.
+    A recurring or cron task's next occurrence is its retry. A BadTaskError is never retried.
     """
     attempts = claim.attempts + 1
     changes: dict[str, Any] = {
@@ -200,8 +202,8 @@ def failed(
     limit = claim.max_retries if claim.max_retries is not None else max_retries
     if isinstance(exc, BadTaskError):
         changes["failed_at"] = now
-    elif claim.run_type == RunType.RECURRING and claim.interval is not None:
-        changes["run_at"] = next_occurrence(claim.run_at, claim.interval, now, claim.coalesce)
+    elif claim.run_type in REPEATING and (following := next_run(claim, now, claim.coalesce)):
+        changes["run_at"] = following
     elif attempts <= limit:
         changes["run_at"] = now + retry_delay(attempts, backoff)
     else:
