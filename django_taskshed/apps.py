@@ -1,6 +1,8 @@
-"""App configuration: registers system checks, signals and discovers callbacks."""
+"""App configuration: registers system checks and signals, discovers callbacks, and syncs the
+schedules declared in code after ``migrate``."""
 
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class TaskshedConfig(AppConfig):
@@ -14,3 +16,4 @@ class TaskshedConfig(AppConfig):
         from . import checks, signals  # noqa: F401  (registers checks and signal handlers)
 
         autodiscover_modules("tasks")
+        post_migrate.connect(signals.sync_declared_schedules, sender=self)

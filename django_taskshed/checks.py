@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.checks import Error, Tags, register
 
 from .conf import DEFAULTS, TaskshedSettings
-from .registry import registry_errors
+from .registry import get_callbacks, registry_errors
 
 GROUP_NAME = re.compile(r"[A-Za-z0-9._-]{1,99}")
 
@@ -58,6 +58,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "RETRY_BACKOFF": (_non_negative_number, "a non-negative number of seconds"),
     "TIMEOUT": (lambda v: v is None or _positive_number(v), "None or a positive number of seconds"),
     "KWARGS_MAX_BYTES": (_count(1), "a positive integer"),
+    "SCHEDULES": (
+        lambda v: isinstance(v, dict) and all(isinstance(k, str) and k for k in v),
+        "a dict of schedule name (the task_id) -> schedule dict",
+    ),
 }
 assert RULES.keys() == DEFAULTS.keys()  # noqa: S101  (every setting has a rule)
 
@@ -103,3 +107,34 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
 def check_callbacks(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     """Callback names registered twice, and settings paths that cannot be imported."""
     return [Error(message, id="django_taskshed.E005") for message in registry_errors()]
+
+
+@register(Tags.compatibility)
+def check_schedules(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """Each declared schedule (``TASKSHED["SCHEDULES"]``, ``register_callback(schedule=)``):
+    its keys and values, and a callback that is registered."""
+    from .declared import declared_schedules, schedule_errors
+
+    if check_settings():  # checked against the settings, which must be valid first
+        return []
+    errors = [Error(message, id="django_taskshed.E006") for message in schedule_errors()]
+    names = get_callbacks_or_none()
+    for name, definition in declared_schedules().items():
+        callback = definition.get("callback") if isinstance(definition, dict) else None
+        if isinstance(callback, str) and names is not None and callback not in names:
+            errors.append(
+                Error(
+                    f"TASKSHED['SCHEDULES'][{name!r}]: callback {callback!r} is not registered.",
+                    hint=f"Registered: {', '.join(sorted(names)) or '(none)'}.",
+                    id="django_taskshed.E006",
+                )
+            )
+    return errors
+
+
+def get_callbacks_or_none() -> dict[str, Any] | None:
+    """The registered callbacks, or None when a settings path cannot be imported (E005)."""
+    try:
+        return get_callbacks()
+    except ImportError:
+        return None

@@ -17,6 +17,7 @@ DEFAULTS: dict[str, Any] = {
     "RETRY_BACKOFF": 5.0,
     "TIMEOUT": None,
     "KWARGS_MAX_BYTES": 65536,
+    "SCHEDULES": {},
 }
 
 

@@ -8,6 +8,7 @@ from django.utils.module_loading import import_string
 from .conf import taskshed_settings
 
 _decorated: dict[str, Callable[..., Any]] = {}
+_schedules: dict[str, dict[str, Any]] = {}  # declared next to their callbacks
 _conflicts: list[str] = []
 
 
@@ -28,26 +29,38 @@ def _add(name: str, func: Callable[..., Any]) -> None:
 def register_callback(name: Callable[..., Any]) -> Callable[..., Any]: ...
 @overload
 def register_callback(
-    name: str | None = None,
+    name: str | None = None, *, schedule: dict[str, Any] | None = None
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]: ...
-def register_callback(name=None):  # type: ignore[no-untyped-def]
+def register_callback(name=None, *, schedule=None):  # type: ignore[no-untyped-def]
     """Register a function as a task callback.
 
     Use as ``@register_callback`` (the name is the function's ``__name__``) or
     ``@register_callback("name")``. A name registered twice is reported by
-    ``manage.py check``.
+    ``manage.py check``. ``schedule`` declares a schedule named after the callback, as an
+    entry of ``TASKSHED["SCHEDULES"]`` without its ``callback`` key, e.g.
+    ``@register_callback(schedule={"cron": "30 2 * * *", "timezone": "Europe/Berlin"})``.
     """
     if callable(name):
         _add(name.__name__, name)
         return name
     if name is not None and (not isinstance(name, str) or not name):
         raise TypeError(f"register_callback() name must be a non-empty string, not {name!r}")
+    if schedule is not None and not isinstance(schedule, dict):
+        raise TypeError(f"register_callback() schedule must be a dict, not {schedule!r}")
 
     def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
-        _add(name or func.__name__, func)
+        callback = name or func.__name__
+        _add(callback, func)
+        if schedule is not None:
+            _schedules[callback] = {**schedule, "callback": callback}
         return func
 
     return decorator
+
+
+def declared_in_decorators() -> dict[str, dict[str, Any]]:
+    """Schedules declared with ``@register_callback(schedule=...)``, by callback name."""
+    return dict(_schedules)
 
 
 def registry_errors() -> list[str]:

@@ -324,9 +324,13 @@ def empty_registry():
     from django_taskshed import registry
 
     decorated, conflicts = dict(registry._decorated), list(registry._conflicts)
+    schedules = dict(registry._schedules)
     registry._decorated.clear()
     registry._conflicts.clear()
+    registry._schedules.clear()
     yield registry
     registry._decorated.clear()
     registry._decorated.update(decorated)
     registry._conflicts[:] = conflicts
+    registry._schedules.clear()
+    registry._schedules.update(schedules)

@@ -39,7 +39,8 @@ VALID = {
     "MAX_RETRIES": 0,
     "RETRY_BACKOFF": 0,
     "TIMEOUT": 2.5,
-    "KWARGS_MAX_BYTES": 1,
+    "KWARGS_MAX_BYTES": 2,  # room for the schedule's {}
+    "SCHEDULES": {"nightly": {"callback": "callback", "cron": "30 2 * * *"}},
 }
 
 BAD = {
@@ -62,6 +63,7 @@ BAD = {
     "RETRY_BACKOFF": [-1, "5", None, True, False],
     "TIMEOUT": [0, -1, "30", True, timedelta(seconds=30)],
     "KWARGS_MAX_BYTES": [0, -1, 1.5, "1024", True, None],
+    "SCHEDULES": [None, [], "nightly", {"": {"callback": "callback", "interval": 60}}],
 }
 BAD_CASES = [
     pytest.param(key, value, id=f"{key}={value!r}")

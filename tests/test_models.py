@@ -63,9 +63,10 @@ def test_field_limits_match_the_validation():
 
 
 def test_run_types():
-    assert RunType.values == ["once", "recurring"]
+    assert RunType.values == ["once", "recurring", "cron"]
     assert RunType.ONCE == "once"
     assert RunType.RECURRING == "recurring"
+    assert RunType.CRON == "cron"
 
 
 def test_tasks_are_ordered_by_run_at_then_id():
@@ -119,6 +120,19 @@ BAD_ROWS = {
     "recurring with negative interval": {
         "run_type": "recurring",
         "interval": timedelta(seconds=-1),
+    },
+    "recurring with a cron expression": {
+        "run_type": "recurring",
+        "interval": timedelta(minutes=1),
+        "cron": "* * * * *",
+    },
+    "cron without an expression": {"run_type": "cron", "timezone": "UTC"},
+    "cron without a time zone": {"run_type": "cron", "cron": "@daily"},
+    "cron with an interval": {
+        "run_type": "cron",
+        "cron": "@daily",
+        "timezone": "UTC",
+        "interval": timedelta(minutes=1),
     },
     "kwargs a list": {"kwargs": [1, 2]},
     "kwargs a string": {"kwargs": "x"},

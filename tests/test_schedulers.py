@@ -87,6 +87,11 @@ class DesignedScheduler:
         coalesce=True,
         *,
         replace_existing=True,
+        # "Being added": cron tasks (the names are DESIGN.md's; keyword-only here)
+        cron=None,
+        timezone=None,
+        on_nonexistent="shift",
+        on_ambiguous="first",
     ): ...
     def add_tasks(self, tasks, *, replace_existing=True): ...
     def fetch_tasks(self, *, task_ids=None, group_id=None): ...

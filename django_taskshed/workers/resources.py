@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from .. import notifications
 from ..conf import taskshed_settings
+from ..declared import sync_schedules
 from ..models import WorkerRecord
 from .database_threads import DatabaseThread
 from .heartbeat import Heartbeat
@@ -31,9 +32,10 @@ JOIN_TIMEOUT = 1.0  # seconds start() waits to join the group before going on wi
 class WorkerResources:
     """An async context manager: entered when a worker starts, exited once it has drained.
 
-    Entering registers the worker (its row, renewed by the heartbeat thread with the leases it
-    holds) and joins the channel layer's group before returning, so that no notification sent
-    after ``start()`` is missed. Exiting undoes each, and closes the threads' connections.
+    Entering writes the schedules declared in code, registers the worker (its row, renewed by
+    the heartbeat thread with the leases it holds) and joins the channel layer's group before
+    returning, so that no notification sent after ``start()`` is missed. Exiting undoes each,
+    and closes the threads' connections.
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class WorkerResources:
 
     async def __aenter__(self) -> "WorkerResources":
         worker = self.worker
+        await sync_to_async(sync_schedules)(worker.datastore)
         self.heartbeat = Heartbeat(
             self._record(), worker.datastore, worker.options.lease, self.held_tokens,
             worker.running_count,
