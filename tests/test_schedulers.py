@@ -6,6 +6,7 @@ called through ``sync_to_async``, the way sync code reaches the database from as
 
 import asyncio
 import inspect
+import re
 import warnings
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
@@ -17,7 +18,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from django_taskshed.datastores import DjangoDataStore
-from django_taskshed.exceptions import TaskshedError
+from django_taskshed.exceptions import InvalidTaskError, TaskshedError
 from django_taskshed.models import Task, TaskExecutionTime
 from django_taskshed.notifications import (
     MESSAGE_TYPE,
@@ -222,6 +223,73 @@ async def test_add_task_defaults(scheduler):
     assert stored.paused is False
     assert stored.coalesce is True
     assert field_values(task) == field_values(stored)
+
+
+@db
+async def test_a_cron_task_runs_first_at_its_next_occurrence_in_the_current_zone(scheduler, sent):
+    before = timezone.now()
+    task = await scheduler.add_task("add", run_type="cron", cron="30 2 * * *", task_id="c")
+    stored = await fetch_row("c")
+    assert field_values(task) == field_values(stored)
+    assert (stored.cron, stored.timezone) == ("30 2 * * *", "Europe/Paris")  # the settings'
+    assert (stored.on_nonexistent, stored.on_ambiguous) == ("shift", "first")
+    local = timezone.localtime(stored.run_at, ZoneInfo("Europe/Paris"))
+    assert (local.hour, local.minute, local.second) == (2, 30, 0)
+    assert before < stored.run_at <= before + timedelta(days=1, hours=1)
+    assert stored.next_runs(before, 1) == [stored.run_at]
+    assert sent == [stored.run_at]
+
+
+@db
+async def test_a_cron_task_keeps_a_given_run_at_and_its_zone_and_policy(scheduler):
+    await scheduler.add_task(
+        "add", run_at=T1, run_type="cron", cron="@hourly", timezone="America/New_York",
+        on_nonexistent="skip", on_ambiguous="both", task_id="c",
+    )  # fmt: skip
+    stored = await fetch_row("c")
+    assert stored.run_at == T1
+    assert (stored.timezone, stored.on_nonexistent, stored.on_ambiguous) == (
+        "America/New_York", "skip", "both",
+    )  # fmt: skip
+    await scheduler.update_execution_times([TaskExecutionTime("c", T2)])
+    assert (await fetch_row("c")).run_at == T2
+    assert (await fetch_row("c")).next_runs(T2, 2) == [
+        T2 + timedelta(hours=1),
+        T2 + timedelta(hours=2),
+    ]
+
+
+@db
+@pytest.mark.parametrize(
+    ("fields", "culprit"),
+    [
+        ({"run_type": "cron", "cron": "30 2 * * 8"}, "bad day-of-week field '8'"),
+        ({"run_type": "cron", "cron": "@daily", "timezone": "Berlin"}, "unknown time zone"),
+        ({"run_type": "cron", "cron": "@daily", "on_ambiguous": "last"}, "on_ambiguous"),
+        (
+            {"run_type": "recurring", "interval": timedelta(hours=1), "cron": "@daily"},
+            "only for cron",
+        ),
+    ],
+)
+async def test_a_bad_cron_task_is_refused_naming_the_field_and_nothing_is_written(
+    scheduler, fields, culprit
+):
+    with pytest.raises(InvalidTaskError, match=re.escape(culprit)):
+        await scheduler.add_task("add", task_id="bad", **fields)
+    assert not await Task.objects.filter(pk="bad").aexists()
+
+
+@db
+async def test_add_tasks_takes_cron_tasks(scheduler):
+    tasks = [
+        Task(task_id="c1", callback="add", run_type="cron", cron="0 9 * * MON", timezone="UTC"),
+        Task(task_id="c2", callback="add", run_type="cron", cron="0 9 * * *", run_at=T1),
+    ]
+    await scheduler.add_tasks(tasks)
+    first, second = await fetch_row("c1"), await fetch_row("c2")
+    assert first.run_at.weekday() == 0 and (first.run_at.hour, first.run_at.minute) == (9, 0)
+    assert second.run_at == T1 and second.timezone == "Europe/Paris"
 
 
 @db
