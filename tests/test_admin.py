@@ -1079,3 +1079,63 @@ def test_workers_page_has_no_add_change_or_delete(admin_client, workers):
         workers_url(), {"action": "delete_selected", "_selected_action": ["live-1"], "post": "yes"}
     )
     assert WorkerRecord.objects.filter(pk="live-1", hostname="alpha").exists()
+
+
+# --- cron tasks and schedules declared in code -------------------------------------------------
+
+
+def test_add_form_makes_a_cron_task_at_its_next_occurrence(admin_client):
+    data = form_data(run_type="cron", cron="30 2 * * *", timezone="Europe/Berlin")
+    data.update(run_at_0="", run_at_1="")
+    response = admin_client.post(add_url(), data)
+    assert response.status_code == 302, form_errors(response)
+    task = Task.objects.get(pk="new-task")
+    assert (task.run_type, task.cron, task.timezone) == ("cron", "30 2 * * *", "Europe/Berlin")
+    assert task.run_at == task.next_runs(timezone.now() - timedelta(seconds=30), 1)[0]
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        (
+            {"run_type": "cron", "cron": "30 2 * * *", "timezone": "Nowhere/City"},
+            "timezone",
+            "unknown time zone",
+        ),
+        ({"run_type": "cron", "cron": "99 2 * * *"}, "cron", "bad minute field '99'"),
+        ({"run_type": "once", "cron": "@daily"}, "cron", "only for cron tasks"),
+    ],
+)
+def test_add_form_names_what_is_wrong_in_a_cron_task(admin_client, fields, field, message):
+    response = admin_client.post(add_url(), form_data(**fields))
+    errors = form_errors(response)
+    assert any(message in error for error in errors.get(field, [])), errors
+    assert not Task.objects.filter(pk="new-task").exists()
+
+
+def test_a_declared_row_shows_its_definition_read_only_and_keeps_its_actions(admin_client):
+    make_task("declared", declared_in_code=True, kwargs={"key": "declared"})
+    make_task("by-hand")
+    form = admin_client.get(change_url("declared")).context["adminform"].form
+    for name in ("callback", "kwargs", "run_type", "interval", "cron", "timezone", "group_id"):
+        assert name not in form.fields, name
+    assert "paused" in form.fields  # state, not definition
+    hand_form = admin_client.get(change_url("by-hand")).context["adminform"].form
+    assert "callback" in hand_form.fields and "cron" in hand_form.fields
+
+    response = admin_client.post(
+        changelist_url(), {"action": "pause", "_selected_action": ["declared"]}, follow=True
+    )
+    assert response.status_code == 200
+    assert Task.objects.get(pk="declared").paused
+
+
+def test_the_changelist_filters_declared_rows(admin_client):
+    make_task("declared", declared_in_code=True)
+    make_task("by-hand")
+    assert listed_ids(admin_client.get(changelist_url(), {"declared_in_code__exact": "1"})) == [
+        "declared"
+    ]
+    assert listed_ids(admin_client.get(changelist_url(), {"declared_in_code__exact": "0"})) == [
+        "by-hand"
+    ]

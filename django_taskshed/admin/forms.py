@@ -69,12 +69,8 @@ class TaskAdminForm(TaskModelForm):
         for name in ("on_nonexistent", "on_ambiguous"):  # only cron tasks use them
             if name in self.fields:
                 self.fields[name].required = False
-        names = registered_names()
-        current = self.initial.get("callback")
-        choices = [(name, name) for name in names]
-        if current and current not in names:
-            choices.insert(0, (current, f"{current} (not registered)"))
-        self.fields["callback"].widget.choices = choices
+        if "callback" in self.fields:  # read-only on a row declared in code
+            self.fields["callback"].widget.choices = self._callback_choices()
         defaults = {
             "max_retries": taskshed_settings.MAX_RETRIES,
             "timeout": taskshed_settings.TIMEOUT,
@@ -83,6 +79,14 @@ class TaskAdminForm(TaskModelForm):
             if name in self.fields:
                 shown = "none" if default is None else default
                 self.fields[name].help_text = f"Empty: the default, {shown} (TASKSHED setting)."
+
+    def _callback_choices(self) -> list[tuple[str, str]]:
+        names = registered_names()
+        current = self.initial.get("callback")
+        choices = [(name, name) for name in names]
+        if current and current not in names:
+            choices.insert(0, (current, f"{current} (not registered)"))
+        return choices
 
     def clean_callback(self) -> str:
         name: str = self.cleaned_data["callback"]
