@@ -89,16 +89,10 @@ class PostgresTarget:
             }
 
     def django_settings(self, application_name: str | None = None) -> dict[str, Any]:
-        database = {
-            "ENGINE": "django.db.backends.postgresql",
-            "NAME": self.name,
-            "HOST": self.params["host"],
-            "PORT": str(self.params["port"]),
-            "USER": self.params["user"],
-        }
-        if application_name:
-            database["OPTIONS"] = {"application_name": application_name}
-        return database
+        host, port, user = self.params.values()
+        options = {"application_name": application_name} if application_name else {}
+        return {"ENGINE": "django.db.backends.postgresql", "NAME": self.name, "HOST": host,
+                "PORT": str(port), "USER": user, "OPTIONS": options}  # fmt: skip
 
     def connect(self, dbname: str | None = None) -> psycopg.Connection[Any]:
         """A connection of the driver's own, in autocommit mode."""
@@ -148,10 +142,6 @@ class PostgresTarget:
 Target = SqliteTarget | PostgresTarget
 
 
-def heading(target: Target) -> str:
-    return f"{target.title} {target.version}" if target.version else target.title
-
-
 def make_targets(args: Any, pg_name: str, sqlite_options: dict[str, Any]) -> list[Target]:
     """The databases of ``--database``; the SQLite file's directory is named after ``pg_name``."""
     targets: list[Target] = []
@@ -192,29 +182,6 @@ def scratch_root() -> str | None:
 
 
 # --- Django ----------------------------------------------------------------------------------
-
-
-def configure_django(
-    targets: list[Target], channel_layers: dict[str, Any] | None, taskshed: dict[str, Any]
-) -> None:
-    """This process's settings: one alias per database under test, no default database."""
-    sys.path.insert(0, str(REPO_ROOT))  # measure this checkout, whatever is installed
-    import django
-    from django.conf import settings
-
-    from benchmarks import bench_settings
-
-    databases = {"default": {}, **{t.alias: t.django_settings() for t in targets}}
-    settings.configure(**bench_settings.build(databases, channel_layers, taskshed))
-    django.setup()
-
-
-def migrate(alias: str) -> None:
-    """Remake the task table from the checkout's migrations, then migrate everything."""
-    from django.core.management import call_command
-
-    call_command("migrate", "django_taskshed", "zero", database=alias, verbosity=0)
-    call_command("migrate", database=alias, verbosity=0)
 
 
 def clear_tasks(alias: str) -> None:
@@ -281,16 +248,27 @@ def session(
     every task table remade; it yields the targets and a directory for logs. At the end it
     prints the load average, closes this process's connections and removes what it made."""
     sys.stdout.reconfigure(line_buffering=True)  # keep the report in order with the progress
-    targets = make_targets(args, pg_name, sqlite_options)
-    configure_django(targets, channel_layers, taskshed or {})
+    sys.path.insert(0, str(REPO_ROOT))  # measure this checkout, whatever is installed
+    import django
+    from django.conf import settings
+    from django.core.management import call_command
     from django.db import connections
+
+    from benchmarks import bench_settings
+
+    targets = make_targets(args, pg_name, sqlite_options)
+    # This process's settings: one alias per database under test, no default database.
+    databases = {"default": {}, **{t.alias: t.django_settings() for t in targets}}
+    settings.configure(**bench_settings.build(databases, channel_layers, taskshed))
+    django.setup()
 
     log_dir = tempfile.mkdtemp(prefix=f"{pg_name.replace('_', '-')}-logs-", dir=scratch_root())
     try:
         print(f"django-taskshed: {what}, {datetime.now().astimezone():%Y-%m-%d %H:%M %Z}")
         print(versions(targets, extra_versions))
-        for target in targets:
-            migrate(target.alias)
+        for target in targets:  # the task table remade from this checkout's migrations
+            call_command("migrate", "django_taskshed", "zero", database=target.alias, verbosity=0)
+            call_command("migrate", database=target.alias, verbosity=0)
         connections.close_all()
         yield targets, log_dir
         print(f"\nload average at end {load_average()}")
@@ -570,7 +548,7 @@ def versions(targets: list[Target], extra: Sequence[str] = ()) -> str:
 
 def print_section(target: Target, what: str = "", notes: Sequence[str] = ()) -> None:
     """A database's part of the report: its title line and notes."""
-    print(f"\n== {heading(target)}{what} ==")
+    print(f"\n== {target.title}{f' {target.version}' if target.version else ''}{what} ==")
     for note in [*target.notes(), *notes]:
         print(f"   {note}")
 
