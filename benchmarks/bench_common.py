@@ -246,7 +246,7 @@ def session(
 ) -> Iterator[tuple[list[Target], str]]:
     """A benchmark from start to end: its databases and Django settings, the report's header,
     every task table remade; it yields the targets and a directory for logs. At the end it
-    prints the load average, closes this process's connections and removes what it made."""
+    closes this process's connections and removes what it made."""
     sys.stdout.reconfigure(line_buffering=True)  # keep the report in order with the progress
     sys.path.insert(0, str(REPO_ROOT))  # measure this checkout, whatever is installed
     import django
@@ -271,12 +271,15 @@ def session(
             call_command("migrate", database=target.alias, verbosity=0)
         connections.close_all()
         yield targets, log_dir
-        print(f"\nload average at end {load_average()}")
     finally:
         connections.close_all()
         for target in targets:
             target.cleanup()
         shutil.rmtree(log_dir, ignore_errors=True)
+
+
+def print_end() -> None:
+    print(f"\nload average at end {load_average()}")
 
 
 def progress(text: str) -> None:

@@ -54,6 +54,7 @@ from benchmarks.bench_common import (  # noqa: E402  # noqa: E402  # noqa: E402
     load_average,
     make_parser,
     percentiles,
+    print_end,
     print_section,
     print_table,
     progress,
@@ -454,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
             " for 2 s; 'busy before' = cores busy then."
         )
         asyncio.run(run_all(targets, args, log_dir, prefix))
+        print_end()
     return 0
 
 

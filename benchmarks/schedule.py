@@ -32,6 +32,7 @@ from benchmarks.bench_common import (  # noqa: E402  # noqa: E402
     Target,
     fill_defaults,
     make_parser,
+    print_end,
     print_section,
     print_table,
     progress,
@@ -358,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
             ])  # fmt: skip
             print_results(bench)
         print_targets(benches, args.quick)
+        print_end()
     return 0
 
 

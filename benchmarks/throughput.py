@@ -56,6 +56,7 @@ from benchmarks.bench_common import (  # noqa: E402  # noqa: E402  # noqa: E402 
     median,
     own_cpu,
     postgres_server_cpu,
+    print_end,
     print_section,
     print_table,
     process_cpu,
@@ -459,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
             print_results(target, results[-1][1], args.tasks)
         if results:
             print_targets(results, args.tasks, args.quick)
+        print_end()
         for target in targets if args.profile or args.profile_only else []:
             bench = Bench(target, args, log_dir)
             for label, flags in configs:
