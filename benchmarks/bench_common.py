@@ -145,8 +145,6 @@ Target = SqliteTarget | PostgresTarget
 def make_targets(args: Any, pg_name: str, sqlite_options: dict[str, Any]) -> list[Target]:
     """The databases of ``--database``; the SQLite file's directory is named after ``pg_name``."""
     targets: list[Target] = []
-    if args.database in ("sqlite", "both"):
-        targets.append(SqliteTarget(pg_name.replace("_", "-"), sqlite_options))
     if args.database in ("postgres", "both"):
         try:
             targets.append(PostgresTarget(pg_name, args.pg_host, args.pg_port, args.pg_user))
@@ -155,6 +153,8 @@ def make_targets(args: Any, pg_name: str, sqlite_options: dict[str, Any]) -> lis
                 f"PostgreSQL on {args.pg_host}:{args.pg_port} (user {args.pg_user}) cannot be "
                 f"used: {exc}\nStart it (scripts/test does) or pass --database sqlite."
             )
+    if args.database in ("sqlite", "both"):  # made last, measured first
+        targets.insert(0, SqliteTarget(pg_name.replace("_", "-"), sqlite_options))
     return targets
 
 
