@@ -22,6 +22,7 @@ import re
 import threading
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import IO, Any
 
 STATS_ENV = "TASKSHED_BENCH_STATS"
@@ -69,15 +70,10 @@ def _record(kind: str, due: float, started: float) -> None:
 def read_ledger(path: str) -> list[tuple[str, float, float]]:
     """The entries a worker process wrote with ``lag``."""
     try:
-        with open(path) as handle:
-            lines = handle.read().splitlines()
+        lines = Path(path).read_text().splitlines()
     except FileNotFoundError:
         return []
-    entries = []
-    for line in lines:
-        kind, due, started = line.split()
-        entries.append((kind, float(due), float(started)))
-    return entries
+    return [(kind, float(due), float(started)) for kind, due, started in map(str.split, lines)]
 
 
 class SqlStats:

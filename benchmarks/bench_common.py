@@ -1,17 +1,24 @@
-"""What throughput.py and lag.py share: databases, the worker subprocess, CPU counters, tables."""
+"""What the benchmarks share: the databases under test, Django, the command line, the worker
+subprocess, CPU counters from /proc, timing, percentiles and the report's tables."""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import os
 import platform
+import resource
 import shutil
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
+from contextlib import closing, contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
@@ -21,44 +28,42 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TABLE = "django_taskshed_task"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 WORKER_APP_NAME = "taskshed-bench-worker"  # application_name of the worker's PostgreSQL sessions
+# Django OPTIONS of the example project for a worker sharing an SQLite file.
+SHARED_SQLITE = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
 
 
 # --- databases -------------------------------------------------------------------------------
 
 
 class SqliteTarget:
-    """A fresh SQLite file in a temporary directory.
+    """A new SQLite file in a scratch directory; journal mode and synchronous are SQLite's
+    defaults, Django's ``OPTIONS`` are ``options``."""
 
-    Options as the example project sets them for a worker sharing the file (lock timeout
-    20 s, ``BEGIN IMMEDIATE``); journal mode and synchronous are SQLite's defaults.
-    """
+    alias, title, driver, version = "sqlite", "SQLite", "sqlite3", None
 
-    alias = "sqlite"
-    title = "SQLite"
-
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, options: dict[str, Any]) -> None:
+        self.options = options
         self.directory = tempfile.mkdtemp(prefix=f"{prefix}-sqlite-", dir=scratch_root())
         self.path = os.path.join(self.directory, "bench.sqlite3")
 
-    def django_settings(self) -> dict[str, Any]:
-        return {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": self.path,
-            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
-        }
+    def django_settings(self, application_name: str | None = None) -> dict[str, Any]:
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": self.path, "OPTIONS": self.options}
 
-    def server_version(self) -> str | None:
-        return None
+    def connect(self) -> sqlite3.Connection:
+        """A connection of the driver's own, in autocommit mode."""
+        return sqlite3.connect(self.path, isolation_level=None)
 
     def notes(self) -> list[str]:
-        with sqlite3.connect(self.path) as raw:
+        with closing(self.connect()) as raw:
             journal = raw.execute("PRAGMA journal_mode").fetchone()[0]
             synchronous = raw.execute("PRAGMA synchronous").fetchone()[0]
         names = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+        options = ", ".join(f"{k}={v}" for k, v in self.options.items())
+        django = f"Django OPTIONS {options} (as the example project)" if options else "no OPTIONS"
         return [
             f"file {self.path} on {filesystem_of(self.directory)}, new for this invocation",
             f"journal_mode={journal}, synchronous={names.get(synchronous, synchronous)} (defaults);"
-            " Django OPTIONS timeout=20, transaction_mode=IMMEDIATE (as the example project)",
+            f" {django}",
         ]
 
     def cleanup(self) -> None:
@@ -68,13 +73,12 @@ class SqliteTarget:
 class PostgresTarget:
     """A dedicated database, created if missing; its task table is remade for each invocation."""
 
-    alias = "postgres"
-    title = "PostgreSQL"
+    alias, title, driver = "postgres", "PostgreSQL", "psycopg"
 
     def __init__(self, name: str, host: str, port: int, user: str) -> None:
         self.name = name
         self.params = {"host": host, "port": port, "user": user}
-        with psycopg.connect(dbname="postgres", autocommit=True, **self.params) as admin:
+        with self.connect("postgres") as admin:
             exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
             if not exists.fetchone():
                 admin.execute(f'CREATE DATABASE "{name}"')
@@ -85,19 +89,14 @@ class PostgresTarget:
             }
 
     def django_settings(self, application_name: str | None = None) -> dict[str, Any]:
-        database = {
-            "ENGINE": "django.db.backends.postgresql",
-            "NAME": self.name,
-            "HOST": self.params["host"],
-            "PORT": str(self.params["port"]),
-            "USER": self.params["user"],
-        }
-        if application_name:
-            database["OPTIONS"] = {"application_name": application_name}
-        return database
+        host, port, user = self.params.values()
+        options = {"application_name": application_name} if application_name else {}
+        return {"ENGINE": "django.db.backends.postgresql", "NAME": self.name, "HOST": host,
+                "PORT": str(port), "USER": user, "OPTIONS": options}  # fmt: skip
 
-    def server_version(self) -> str | None:
-        return self.version
+    def connect(self, dbname: str | None = None) -> psycopg.Connection[Any]:
+        """A connection of the driver's own, in autocommit mode."""
+        return psycopg.connect(dbname=dbname or self.name, autocommit=True, **self.params)
 
     def notes(self) -> list[str]:
         server = ", ".join(f"{k}={v}" for k, v in self.server_settings.items())
@@ -109,7 +108,7 @@ class PostgresTarget:
 
     def backend_pids(self, application_name: str) -> list[int]:
         """Server processes serving sessions with this application_name."""
-        with psycopg.connect(dbname="postgres", autocommit=True, **self.params) as admin:
+        with self.connect("postgres") as admin:
             rows = admin.execute(
                 "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = %s",
                 [self.name, application_name],
@@ -118,7 +117,7 @@ class PostgresTarget:
 
     def activity(self) -> dict[str, int]:
         """Cumulative server statistics of this database and its task table (for deltas)."""
-        with psycopg.connect(dbname=self.name, autocommit=True, **self.params) as conn:
+        with self.connect() as conn:
             commits = conn.execute(
                 "SELECT xact_commit FROM pg_stat_database WHERE datname = %s", [self.name]
             ).fetchone()[0]
@@ -140,6 +139,25 @@ class PostgresTarget:
         pass
 
 
+Target = SqliteTarget | PostgresTarget
+
+
+def make_targets(args: Any, pg_name: str, sqlite_options: dict[str, Any]) -> list[Target]:
+    """The databases of ``--database``; the SQLite file's directory is named after ``pg_name``."""
+    targets: list[Target] = []
+    if args.database in ("postgres", "both"):
+        try:
+            targets.append(PostgresTarget(pg_name, args.pg_host, args.pg_port, args.pg_user))
+        except psycopg.OperationalError as exc:
+            sys.exit(
+                f"PostgreSQL on {args.pg_host}:{args.pg_port} (user {args.pg_user}) cannot be "
+                f"used: {exc}\nStart it (scripts/test does) or pass --database sqlite."
+            )
+    if args.database in ("sqlite", "both"):  # made last, measured first
+        targets.insert(0, SqliteTarget(pg_name.replace("_", "-"), sqlite_options))
+    return targets
+
+
 def filesystem_of(path: str) -> str:
     """The file system type ``path`` lives on, from /proc/mounts where there is one."""
     try:
@@ -152,24 +170,8 @@ def filesystem_of(path: str) -> str:
     return f"{kind} ({mount})"
 
 
-def clean_up(targets: list[Any], log_dir: str) -> None:
-    """End of a run: close this process's connections, drop the targets, remove the logs."""
-    from django.db import connections
-
-    connections.close_all()
-    for target in targets:
-        target.cleanup()
-    shutil.rmtree(log_dir, ignore_errors=True)
-
-
-def make_targets(choice: str, pg_name: str, args: Any) -> list[Any]:
-    """The databases to measure; the SQLite file's directory is named after ``pg_name``."""
-    targets: list[Any] = []
-    if choice in ("sqlite", "both"):
-        targets.append(SqliteTarget(pg_name.replace("_", "-")))
-    if choice in ("postgres", "both"):
-        targets.append(PostgresTarget(pg_name, args.pg_host, args.pg_port, args.pg_user))
-    return targets
+def epoch_datetime(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc)
 
 
 def scratch_root() -> str | None:
@@ -179,37 +181,7 @@ def scratch_root() -> str | None:
     return root if os.path.isdir(root) else None
 
 
-def add_database_arguments(parser: Any, default: str) -> None:
-    parser.add_argument("--database", choices=["sqlite", "postgres", "both"], default=default)
-    parser.add_argument("--pg-host", default="127.0.0.1")
-    parser.add_argument("--pg-port", type=int, default=5432)
-    parser.add_argument("--pg-user", default="postgres", help="password, if any: PGPASSWORD")
-
-
 # --- Django ----------------------------------------------------------------------------------
-
-
-def configure_django(
-    targets: list[Any], channel_layers: dict[str, Any] | None, taskshed: dict[str, Any]
-) -> None:
-    """This process's settings: one alias per database under test, no default database."""
-    sys.path.insert(0, str(REPO_ROOT))  # measure this checkout, whatever is installed
-    import django
-    from django.conf import settings
-
-    from benchmarks import bench_settings
-
-    databases = {"default": {}, **{t.alias: t.django_settings() for t in targets}}
-    settings.configure(**bench_settings.build(databases, channel_layers, taskshed))
-    django.setup()
-
-
-def migrate(alias: str) -> None:
-    """Remake the task table from the checkout's migrations, then migrate everything."""
-    from django.core.management import call_command
-
-    call_command("migrate", "django_taskshed", "zero", database=alias, verbosity=0)
-    call_command("migrate", database=alias, verbosity=0)
 
 
 def clear_tasks(alias: str) -> None:
@@ -233,6 +205,87 @@ def count_tasks(alias: str) -> int:
         connections[alias].close()
 
 
+# --- the command line and the frame of a benchmark -------------------------------------------
+
+
+def make_parser(doc: str, database: str, quick: str, quiet: bool = True) -> argparse.ArgumentParser:
+    """The options every benchmark takes; ``quick`` describes its ``--quick``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--database", choices=["sqlite", "postgres", "both"], default=database)
+    parser.add_argument("--pg-host", default="127.0.0.1")
+    parser.add_argument("--pg-port", type=int, default=5432)
+    parser.add_argument("--pg-user", default="postgres", help="password, if any: PGPASSWORD")
+    parser.add_argument("--quick", action="store_true", help=quick)
+    if quiet:
+        what = "before each run, wait until other processes use fewer cores than this (0.3)"
+        parser.add_argument("--quiet-below", type=float, default=0.3, help=what)
+        parser.add_argument("--max-wait", type=float, default=120.0, help="longest wait, s (120)")
+    return parser
+
+
+def fill_defaults(args: Any, **defaults: tuple[Any, Any]) -> None:
+    """Give each option left unset its default: ``(full run, --quick)``. A quick run waits for
+    no quiet machine."""
+    for name, (full, quick) in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
+    if args.quick and hasattr(args, "max_wait"):
+        args.max_wait = 0.0
+
+
+@contextmanager
+def session(
+    what: str,
+    args: Any,
+    pg_name: str,
+    channel_layers: dict[str, Any] | None = None,
+    taskshed: dict[str, Any] | None = None,
+    *,
+    sqlite_options: dict[str, Any] = SHARED_SQLITE,
+    extra_versions: Sequence[str] = (),
+) -> Iterator[tuple[list[Target], str]]:
+    """A benchmark from start to end: its databases and Django settings, the report's header,
+    every task table remade; it yields the targets and a directory for logs. At the end it
+    closes this process's connections and removes what it made."""
+    sys.stdout.reconfigure(line_buffering=True)  # keep the report in order with the progress
+    sys.path.insert(0, str(REPO_ROOT))  # measure this checkout, whatever is installed
+    import django
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.db import connections
+
+    from benchmarks import bench_settings
+
+    targets = make_targets(args, pg_name, sqlite_options)
+    # This process's settings: one alias per database under test, no default database.
+    databases = {"default": {}, **{t.alias: t.django_settings() for t in targets}}
+    settings.configure(**bench_settings.build(databases, channel_layers, taskshed))
+    django.setup()
+
+    log_dir = tempfile.mkdtemp(prefix=f"{pg_name.replace('_', '-')}-logs-", dir=scratch_root())
+    try:
+        print(f"django-taskshed: {what}, {datetime.now().astimezone():%Y-%m-%d %H:%M %Z}")
+        print(versions(targets, extra_versions))
+        for target in targets:  # the task table remade from this checkout's migrations
+            call_command("migrate", "django_taskshed", "zero", database=target.alias, verbosity=0)
+            call_command("migrate", database=target.alias, verbosity=0)
+        connections.close_all()
+        yield targets, log_dir
+    finally:
+        connections.close_all()
+        for target in targets:
+            target.cleanup()
+        shutil.rmtree(log_dir, ignore_errors=True)
+
+
+def print_end() -> None:
+    print(f"\nload average at end {load_average()}")
+
+
+def progress(text: str) -> None:
+    print(f"  {text}", file=sys.stderr, flush=True)
+
+
 # --- the worker subprocess -------------------------------------------------------------------
 
 
@@ -244,32 +297,20 @@ class WorkerProcess:
     """
 
     def __init__(
-        self,
-        env: dict[str, str],
-        flags: Sequence[str],
-        log_dir: str,
-        name: str,
+        self, env: dict[str, str], flags: Sequence[str], log_dir: str, name: str,
         wrapper: Sequence[str] = (),
-    ) -> None:
-        self.flags = list(flags)
-        self.command = [sys.executable, "-m", "django", "runtaskworker", *self.flags]
+    ) -> None:  # fmt: skip
+        self.command = [sys.executable, "-m", "django", "runtaskworker", *flags]
         self.stderr_path = os.path.join(log_dir, f"{name}.stderr")
         self.banner: str | None = None
         self.banner_at: float | None = None
         self.ready = threading.Event()
-        self.lines: list[str] = []
         full_env = {**os.environ, **env, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
         self._stderr: IO[bytes] = open(self.stderr_path, "wb")  # noqa: SIM115
-        self.started_at = time.time()
         self.proc = subprocess.Popen(
-            [*wrapper, *self.command],
-            cwd=REPO_ROOT,
-            env=full_env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            text=True,
-        )
+            [*wrapper, *self.command], cwd=REPO_ROOT, env=full_env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=self._stderr, text=True,
+        )  # fmt: skip
         self.pid = self.proc.pid
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -281,7 +322,6 @@ class WorkerProcess:
                 self.banner_at = time.time()
                 self.banner = line.strip()
                 self.ready.set()
-            self.lines.append(line)
         self.ready.set()  # also when it exits without a banner
 
     def wait_ready(self, timeout: float = 60.0) -> None:
@@ -340,9 +380,13 @@ def _stat_fields(pid: int) -> list[str] | None:
 def process_cpu(pid: int) -> float | None:
     """utime + stime of a live process (all its threads), in seconds."""
     fields = _stat_fields(pid)
-    if fields is None:
-        return None
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return None if fields is None else (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def own_cpu() -> float:
+    """user + system time of this process, in seconds."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def postgres_server_cpu() -> float | None:
@@ -350,10 +394,8 @@ def postgres_server_cpu() -> float | None:
     (its cutime + cstime). None where /proc shows no PostgreSQL server."""
     processes = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
         try:
-            if (entry / "comm").read_text().strip() != "postgres":
+            if not entry.name.isdigit() or (entry / "comm").read_text().strip() != "postgres":
                 continue
         except OSError:
             continue
@@ -402,45 +444,67 @@ def machine_cpu() -> float:
     return (user + nice + system + irq + softirq + steal) / CLK_TCK
 
 
-def busy_cores(seconds: float = 1.0) -> float:
-    """How many cores' worth of CPU the machine used over the next ``seconds``."""
-    before = machine_cpu()
-    time.sleep(seconds)
-    return (machine_cpu() - before) / seconds
-
-
-def wait_quiet(limit: float, max_wait: float) -> tuple[float, float]:
+def wait_quiet(limit: float, max_wait: float) -> float:
     """Wait until the machine uses less than ``limit`` cores for two seconds running (this
-    process idle meanwhile), at most ``max_wait`` s. Returns (cores busy, seconds waited)."""
+    process idle meanwhile), at most ``max_wait`` s. Returns the cores busy in the last second."""
     started = time.monotonic()
     quiet = 0
     while True:
-        used = busy_cores(1.0)
+        before = machine_cpu()
+        time.sleep(1.0)
+        used = machine_cpu() - before
         quiet = quiet + 1 if used < limit else 0
         waited = time.monotonic() - started
         if quiet >= 2 or waited >= max_wait:
-            return used, waited
+            return used
         if quiet == 0 and int(waited) % 15 == 0:
-            print(
-                f"  waiting for a quiet machine: {used:.2f} cores busy (limit {limit})",
-                file=sys.stderr,
-                flush=True,
-            )
+            progress(f"waiting for a quiet machine: {used:.2f} cores busy (limit {limit})")
 
 
-def add_quiet_arguments(parser: Any) -> None:
-    parser.add_argument(
-        "--quiet-below",
-        type=float,
-        default=0.3,
-        help="before each run, wait until other processes use fewer cores than this (0.3)",
-    )
-    parser.add_argument(
-        "--max-wait", type=float, default=120.0, help="longest wait for quiet, s (120)"
-    )
+# --- timing ----------------------------------------------------------------------------------
 
 
-# --- reporting -------------------------------------------------------------------------------
+def timed(body: Callable[[], object]) -> float:
+    """Seconds ``body()`` takes."""
+    start = time.perf_counter()
+    body()
+    return time.perf_counter() - start
+
+
+def timed_async(body: Callable[[], Awaitable[object]]) -> float:
+    """Seconds ``await body()`` takes inside a fresh event loop (the loop's set-up not timed)."""
+
+    async def main() -> float:
+        start = time.perf_counter()
+        await body()
+        return time.perf_counter() - start
+
+    return asyncio.run(main())
+
+
+# --- statistics and the report ---------------------------------------------------------------
+
+
+def percentiles(values: Sequence[float], qs: Sequence[int] = (50, 95, 99)) -> list[float]:
+    """The ``qs``-th percentiles (1-99) of ``values``, interpolated between closest ranks."""
+    if len(values) < 2:
+        return [values[0] if values else float("nan")] * len(qs)
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return [cuts[q - 1] for q in qs]
+
+
+def median(values: Sequence[float | None]) -> float | None:
+    """The median of the values that are not None; None if there are none."""
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+def fmt(value: float | None, digits: int) -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
 
 
 def load_average() -> str:
@@ -449,21 +513,21 @@ def load_average() -> str:
 
 def package_revision() -> str:
     """The checkout measured: its commit, and whether django_taskshed/ has uncommitted changes."""
+
+    def git(*command: str) -> str:
+        return subprocess.run(
+            ["git", *command], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO_ROOT, capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "django_taskshed"],
-            cwd=REPO_ROOT, capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
+        head = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--", "django_taskshed")
     except (OSError, subprocess.CalledProcessError):
         return "django_taskshed (not a git checkout)"
     return f"django_taskshed at {head}{' + uncommitted changes' if dirty else ''}"
 
 
-def versions(targets: list[Any], extra: Sequence[str] = ()) -> str:
+def versions(targets: list[Target], extra: Sequence[str] = ()) -> str:
     import asgiref
     import channels
     import django
@@ -476,7 +540,7 @@ def versions(targets: list[Any], extra: Sequence[str] = ()) -> str:
         f"psycopg {psycopg.__version__} ({psycopg.pq.__impl__} impl.)",
         f"libpq {libpq // 10000}.{libpq % 100}",
         f"sqlite {sqlite3.sqlite_version}",
-        *(f"PostgreSQL {t.server_version()}" for t in targets if t.server_version()),
+        *(f"PostgreSQL {t.version}" for t in targets if t.version),
         f"channels {channels.__version__}",
         f"asgiref {asgiref.__version__}",
         *extra,
@@ -485,19 +549,18 @@ def versions(targets: list[Any], extra: Sequence[str] = ()) -> str:
     return " | ".join(parts) + f"\nnproc {cpus} | load average at start {load_average()}"
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0-100) by linear interpolation between closest ranks."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    position = (len(ordered) - 1) * q / 100
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+def print_section(target: Target, what: str = "", notes: Sequence[str] = ()) -> None:
+    """A database's part of the report: its title line and notes."""
+    print(f"\n== {target.title}{f' {target.version}' if target.version else ''}{what} ==")
+    for note in [*target.notes(), *notes]:
+        print(f"   {note}")
 
 
-def print_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> None:
-    """Columns padded to their widest cell; a row of one cell is printed as a section line."""
+def print_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], left: Collection[int] = (0,)
+) -> None:
+    """Columns padded to their widest cell, aligned right but for the ``left`` ones; a row of one
+    cell is printed as a section line."""
     widths = [
         max(len(str(r[i])) for r in [header, *rows] if len(r) > 1) for i in range(len(header))
     ]
@@ -506,7 +569,7 @@ def print_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: set
             print(row[0])
             continue
         cells = [
-            str(c).rjust(w) if i in right else str(c).ljust(w)
+            str(c).ljust(w) if i in left else str(c).rjust(w)
             for i, (c, w) in enumerate(zip(row, widths, strict=True))
         ]
         print("  ".join(cells).rstrip())

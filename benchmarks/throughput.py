@@ -24,47 +24,45 @@ where the worker's time goes.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
-import resource
 import shlex
 import shutil
-import statistics
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
-from datetime import timezone as dt_timezone
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import bench_callbacks, bench_settings  # noqa: E402
-from benchmarks.bench_common import (  # noqa: E402
+from benchmarks.bench_common import (  # noqa: E402  # noqa: E402  # noqa: E402  # noqa: E402  # noqa: E402
     TABLE,
     WORKER_APP_NAME,
     BackendSampler,
     PostgresTarget,
+    Target,
     WorkerProcess,
-    add_database_arguments,
-    add_quiet_arguments,
-    clean_up,
     clear_tasks,
-    configure_django,
     count_tasks,
+    epoch_datetime,
+    fill_defaults,
+    fmt,
     load_average,
     machine_cpu,
-    make_targets,
-    migrate,
+    make_parser,
+    median,
+    own_cpu,
     postgres_server_cpu,
+    print_end,
+    print_section,
     print_table,
     process_cpu,
-    scratch_root,
-    versions,
+    progress,
+    session,
+    verdict,
     wait_quiet,
 )
 
@@ -79,64 +77,31 @@ PROFILE_RATE = 250  # py-spy samples per second
 
 
 @dataclass
-class RunResult:
-    tasks: int
-    wall: float  # T0 -> worker stopped (atexit stamp)
-    to_last_call: float  # T0 -> last callback started
-    to_exit: float  # T0 -> process reaped
-    worker_cpu: float | None  # T0 - 0.25 s -> exit
-    startup_cpu: float | None  # process start -> T0 - 0.25 s
-    db_sessions_cpu: float | None
-    db_server_cpu: float | None
-    ready_margin: float  # T0 - banner time; positive: idle before T0
-    calls: int
-    left: int
-    exit_code: int
-    activity: dict[str, int] = field(default_factory=dict)  # PostgreSQL statistics, deltas
-    busy_before: float = 0.0  # cores busy on the machine just before the run
-    others: float | None = None  # cores used during the run by everything else on the machine
+class Config:
+    """A worker configuration and its runs: each a dict of figures (see ``Bench.run``)."""
 
-    @property
-    def rate(self) -> float:
-        return self.tasks / self.wall
-
-    @property
-    def cpu_per_task_us(self) -> float | None:
-        return None if self.worker_cpu is None else self.worker_cpu / self.tasks * 1e6
-
-
-@dataclass
-class ConfigResult:
     label: str
     flags: list[str]
-    runs: list[RunResult] = field(default_factory=list)
+    runs: list[dict[str, Any]] = field(default_factory=list)
 
-    def median(self, name: str) -> float | None:
-        values = [getattr(r, name) for r in self.runs]
-        values = [v for v in values if v is not None]
-        return statistics.median(values) if values else None
+    def median(self, key: str) -> float | None:
+        return median([run[key] for run in self.runs])
 
+    def extreme(self, pick: Any, key: str, digits: int) -> str:
+        return fmt(pick(run[key] for run in self.runs), digits)
 
-def to_datetime(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, tz=dt_timezone.utc)
+    @property
+    def name(self) -> str:
+        return " ".join(self.flags) or "(none)"
 
 
 class Bench:
-    def __init__(self, target: Any, args: argparse.Namespace, log_dir: str) -> None:
+    def __init__(self, target: Target, args: Any, log_dir: str) -> None:
         self.target = target
+        self.postgres = target if isinstance(target, PostgresTarget) else None
         self.args = args
         self.log_dir = log_dir
-        self.is_postgres = isinstance(target, PostgresTarget)
         self.counter = 0
-
-    def worker_env(self, stats_path: str) -> dict[str, str]:
-        if self.is_postgres:
-            database = self.target.django_settings(application_name=WORKER_APP_NAME)
-        else:
-            database = self.target.django_settings()
-        env = bench_settings.environment(database, None, {"CHANNEL_LAYER": None})
-        env[bench_callbacks.STATS_ENV] = stats_path
-        return env
 
     def insert(self, count: int, t0: float, spread: float) -> None:
         from django.db import connections
@@ -148,106 +113,96 @@ class Bench:
         alias = self.target.alias
         clear_tasks(alias)
         tasks = [
-            Task(callback="noop", run_at=to_datetime(t0 + spread * i / count), kwargs={})
+            Task(callback="noop", run_at=epoch_datetime(t0 + spread * i / count), kwargs={})
             for i in range(count)
         ]
         SyncScheduler(DjangoDataStore(using=alias)).add_tasks(tasks)
-        if self.args.analyze and self.is_postgres:
+        if self.args.analyze and self.postgres:
             with connections[alias].cursor() as cursor:
                 cursor.execute(f"ANALYZE {TABLE}")
         connections[alias].close()
 
     def run(
-        self,
-        flags: list[str],
-        count: int,
-        wrapper: list[str] | None = None,
+        self, flags: list[str], count: int, wrapper: list[str] | None = None,
         extra_env: dict[str, str] | None = None,
-    ) -> RunResult:
+    ) -> dict[str, Any]:  # fmt: skip
+        """One run; its figures in seconds from T0, CPU seconds, and the server's statistics."""
         self.counter += 1
         name = f"{self.target.alias}-{self.counter}"
         stats_path = os.path.join(self.log_dir, f"{name}.stats.json")
-        busy_before, _ = wait_quiet(self.args.quiet_below, self.args.max_wait)
+        busy_before = wait_quiet(self.args.quiet_below, self.args.max_wait)
         t0 = time.time() + self.args.lead
         self.insert(count, t0, self.args.spread)
         if time.time() > t0 - 2.0:
             raise RuntimeError("inserting took too long for --lead; raise --lead")
-        worker = WorkerProcess(
-            {**self.worker_env(stats_path), **(extra_env or {})},
-            [*flags, "--max-tasks", str(count)],
-            self.log_dir,
-            name,
-            wrapper=wrapper or [],
-        )
+        pg = self.postgres
+        database = self.target.django_settings(application_name=WORKER_APP_NAME if pg else None)
+        env = bench_settings.environment(database, None, {"CHANNEL_LAYER": None})
+        env |= {bench_callbacks.STATS_ENV: stats_path, **(extra_env or {})}
+        flags = [*flags, "--max-tasks", str(count)]
+        worker = WorkerProcess(env, flags, self.log_dir, name, wrapper=wrapper or [])
         try:
             worker.wait_ready()
             ready_margin = t0 - worker.banner_at
             time.sleep(max(0.0, t0 - 0.25 - time.time()))
-            sessions = None
-            if self.is_postgres:
-                sessions = BackendSampler(self.target.backend_pids(WORKER_APP_NAME))
-            activity_before = self.target.activity() if self.is_postgres else {}
-            server_before = postgres_server_cpu() if self.is_postgres else None
+            sessions = BackendSampler(pg.backend_pids(WORKER_APP_NAME)) if pg else None
+            activity_before = pg.activity() if pg else {}
+            server_before = postgres_server_cpu() if pg else None
             cpu_before = None if wrapper else process_cpu(worker.pid)
             machine_before, own_before = machine_cpu(), own_cpu()
             exit_code, usage, exited = worker.wait4(timeout=max(300.0, count / 100))
-            machine_used, own_used = machine_cpu() - machine_before, own_cpu() - own_before
+            machine_used, own_used = (
+                machine_cpu() - machine_before,
+                own_cpu() - own_before,
+            )
         except BaseException:
             worker.kill()
             raise
-        sessions_cpu = sessions.stop() if sessions is not None else None
-        server_cpu = None
+        figures = {"db_sessions_cpu": sessions.stop() if sessions else None, "db_server_cpu": None}
         if server_before is not None:
             time.sleep(0.2)  # let the postmaster reap the worker's backends
-            server_cpu = postgres_server_cpu() - server_before
+            figures["db_server_cpu"] = postgres_server_cpu() - server_before
             time.sleep(0.5)  # statistics of exited backends reach the shared counters
-            after = self.target.activity()
-            activity = {key: after[key] - activity_before[key] for key in after}
-        else:
-            activity = {}
+            figures |= {key: value - activity_before[key] for key, value in pg.activity().items()}
         if exit_code != 0:
             raise RuntimeError(f"worker exited with {exit_code}:\n{worker.stderr_tail()}")
         with open(stats_path) as handle:
             stats = json.load(handle)
         total_cpu = usage.ru_utime + usage.ru_stime
-        others = None
+        worker_cpu = others = None
         if cpu_before is not None:
-            span = exited - (t0 - 0.25)
-            used = (total_cpu - cpu_before) + own_used + (server_cpu or 0.0)
-            others = max(machine_used - used, 0.0) / span
-        return RunResult(
-            tasks=count,
-            wall=stats["exit"] - t0,
-            to_last_call=(stats["last_call"] or t0) - t0,
-            to_exit=exited - t0,
-            worker_cpu=None if cpu_before is None else total_cpu - cpu_before,
-            startup_cpu=cpu_before,
-            db_sessions_cpu=sessions_cpu,
-            db_server_cpu=server_cpu,
-            ready_margin=ready_margin,
-            calls=stats["calls"],
-            left=count_tasks(self.target.alias),
-            exit_code=exit_code,
-            activity=activity,
-            busy_before=busy_before,
-            others=others,
-        )
+            worker_cpu = total_cpu - cpu_before
+            used = worker_cpu + own_used + (figures["db_server_cpu"] or 0.0)
+            others = max(machine_used - used, 0.0) / (exited - (t0 - 0.25))
+        wall = stats["exit"] - t0  # T0 -> worker stopped (atexit stamp)
+        return figures | {
+            "wall": wall,
+            "rate": count / wall,
+            "to_last_call": (stats["last_call"] or t0) - t0,  # T0 -> last callback started
+            "to_exit": exited - t0,  # T0 -> process reaped
+            "worker_cpu": worker_cpu,  # T0 - 0.25 s -> exit
+            "cpu_per_task_us": None if worker_cpu is None else worker_cpu / count * 1e6,
+            "startup_cpu": cpu_before,  # process start -> T0 - 0.25 s
+            "ready_margin": ready_margin,  # T0 - banner time; positive: idle before T0
+            "calls": stats["calls"],
+            "left": count_tasks(self.target.alias),
+            "busy_before": busy_before,  # cores busy on the machine just before the run
+            "others": others,  # cores used during the run by everything else on the machine
+        }
 
-    def measure(self, label: str, flags: list[str], count: int, runs: int) -> ConfigResult:
-        result = ConfigResult(label, flags)
+    def measure(self, label: str, flags: list[str], count: int, runs: int) -> Config:
+        config = Config(label, flags)
         for number in range(1, runs + 1):
             run = self.run(flags, count)
-            result.runs.append(run)
-            print(
-                f"  {self.target.title} {label}: run {number}/{runs}: {run.rate:,.0f} tasks/s,"
-                f" wall {run.wall:.3f} s, worker CPU {fmt(run.worker_cpu, 2)} s,"
-                f" load {load_average()}",
-                file=sys.stderr,
-                flush=True,
+            config.runs.append(run)
+            progress(
+                f"{self.target.title} {label}: run {number}/{runs}: {run['rate']:,.0f} tasks/s,"
+                f" wall {run['wall']:.3f} s, worker CPU {fmt(run['worker_cpu'], 2)} s,"
+                f" load {load_average()}"
             )
-            if run.calls != count or run.left != 0:
-                raise RuntimeError(f"run lost work: {run.calls} calls, {run.left} tasks left")
-        return result
+            if run["calls"] != count or run["left"] != 0:
+                raise RuntimeError(f"run lost work: {run['calls']} calls, {run['left']} tasks left")
+        return config
 
     def profile(self, label: str, flags: list[str], count: int) -> None:
         py_spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
@@ -260,35 +215,11 @@ class Bench:
         wrapper = [py_spy, "record", "--nonblocking", "--threads", "--format", "raw"]
         wrapper += ["--rate", str(PROFILE_RATE), "--output", out, "--"]
         run = self.run(flags, count, wrapper, {bench_callbacks.SQL_ENV: sql_path})
-        print_profile(self.target.title, label, flags, run, out, count)
+        print_profile(f"{self.target.title}, {label}", flags, run["rate"], out, count)
         print_sql(sql_path, count)
 
 
-def own_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def fmt(value: float | None, digits: int) -> str:
-    return "n/a" if value is None else f"{value:,.{digits}f}"
-
-
 # --- profile ---------------------------------------------------------------------------------
-
-
-def frame_name(frame: str) -> str:
-    """``func (path/to/file.py:123)`` -> ``func (file.py)``; the line is dropped."""
-    if " (" not in frame:
-        return frame
-    func, where = frame.rsplit(" (", 1)
-    path = where.rstrip(")").rsplit(":", 1)[0]
-    parts = path.replace("\\", "/").split("/")
-    for anchor in ("site-packages", "django_taskshed", "lib"):
-        if anchor in parts:
-            parts = parts[parts.index(anchor) + 1 :]
-            break
-    return f"{func} ({'/'.join(parts[-3:])})"
-
 
 AREAS = (  # (label, substring of a frame's file): the first matching frame from the leaf wins
     ("psycopg (driver)", "psycopg/"),
@@ -303,6 +234,19 @@ AREAS = (  # (label, substring of a frame's file): the first matching frame from
 )
 
 
+def frame_name(frame: str) -> str:
+    """``func (path/to/file.py:123)`` -> ``func (file.py)``; the line is dropped."""
+    if " (" not in frame:
+        return frame
+    func, where = frame.rsplit(" (", 1)
+    parts = where.rstrip(")").rsplit(":", 1)[0].replace("\\", "/").split("/")
+    for anchor in ("site-packages", "django_taskshed", "lib"):
+        if anchor in parts:
+            parts = parts[parts.index(anchor) + 1 :]
+            break
+    return f"{func} ({'/'.join(parts[-3:])})"
+
+
 def area_of(stack: list[str]) -> str:
     for frame in reversed(stack):
         for label, needle in AREAS:
@@ -311,57 +255,44 @@ def area_of(stack: list[str]) -> str:
     return "other"
 
 
-def print_profile(
-    title: str, label: str, flags: list[str], run: RunResult, path: str, count: int
-) -> None:
-    inclusive: Counter[str] = Counter()
-    leaf: Counter[str] = Counter()
-    threads: Counter[str] = Counter()
-    areas: Counter[str] = Counter()
-    total = 0
+def print_profile(what: str, flags: list[str], rate: float, path: str, count: int) -> None:
+    threads, areas, inclusive, leaf = Counter(), Counter(), Counter(), Counter()
     with open(path) as handle:
         for line in handle:
             stack_text, _, number = line.rstrip("\n").rpartition(" ")
-            samples = int(number)
-            frames = stack_text.split(";")
+            samples, frames = int(number), stack_text.split(";")
             thread = ""
             if frames[0].startswith("thread"):
                 thread, frames = frames[0], frames[1:]
-            total += samples
             threads[thread] += samples
-            leaf[frame_name(frames[-1]) if frames else "(no Python frame)"] += samples
+            areas[area_of(frames)] += samples
             for name in {frame_name(f) for f in frames}:
                 inclusive[name] += samples
-            areas[area_of(frames)] += samples
+            leaf[frame_name(frames[-1]) if frames else "(no Python frame)"] += samples
+    total = sum(threads.values())
     if not total:
-        print(f"\n(profile of {label}: no samples)")
+        print(f"\n(profile of {what}: no samples)")
         return
     per_task = 1e6 / PROFILE_RATE / count  # µs of sampled (on-CPU) time per sample, per task
-
-    def rows(counter: Counter[str], limit: int) -> list[list[str]]:
-        return [
-            [name[:110], f"{n:,}", f"{100 * n / total:.1f}", f"{n * per_task:.1f}"]
-            for name, n in counter.most_common(limit)
-        ]
-
     print(
-        f"\n== Profile: {title}, {label} ({' '.join(flags) or 'no flags'}), {count:,} tasks,"
-        f" py-spy --nonblocking at {PROFILE_RATE} Hz, idle threads not sampled =="
-    )
-    print(
-        f"   under py-spy: {run.rate:,.0f} tasks/s (not comparable with the table);"
+        f"\n== Profile: {what} ({' '.join(flags) or 'no flags'}), {count:,} tasks,"
+        f" py-spy --nonblocking at {PROFILE_RATE} Hz, idle threads not sampled ==\n"
+        f"   under py-spy: {rate:,.0f} tasks/s (not comparable with the table);"
         f" {total:,} samples = {total / PROFILE_RATE:.2f} s on CPU, whole process life"
         " (start-up included)"
     )
-    header = ["", "samples", "%", "µs/task"]
-    print("-- by thread")
-    print_table(header, rows(threads, 10), {1, 2, 3})
-    print("-- by area (the innermost frame that belongs to one)")
-    print_table(header, rows(areas, 12), {1, 2, 3})
-    print("-- inclusive (function and its callees), top 30")
-    print_table(header, rows(inclusive, 30), {1, 2, 3})
-    print("-- self (innermost frame), top 20")
-    print_table(header, rows(leaf, 20), {1, 2, 3})
+    for title, counter, limit in (
+        ("by thread", threads, 10),
+        ("by area (the innermost frame that belongs to one)", areas, 12),
+        ("inclusive (function and its callees), top 30", inclusive, 30),
+        ("self (innermost frame), top 20", leaf, 20),
+    ):
+        print(f"-- {title}")
+        rows = [
+            [name[:110], f"{n:,}", f"{100 * n / total:.1f}", f"{n * per_task:.1f}"]
+            for name, n in counter.most_common(limit)
+        ]
+        print_table(["", "samples", "%", "µs/task"], rows)
 
 
 def sql_label(shape: str) -> str:
@@ -381,84 +312,53 @@ def print_sql(path: str, count: int) -> None:
         print("(no SQL statistics were written)")
         return
     print("-- SQL statements of the worker process (all connections), client-side wall time")
-    ordered = sorted(totals.items(), key=lambda item: -item[1][1])
     rows = [
-        [
-            sql_label(shape),
-            f"{n:,}",
-            f"{seconds * 1000:,.0f}",
-            f"{seconds / n * 1e6:,.0f}",
-            f"{seconds / count * 1e6:.1f}",
-            f"{rows / n:,.1f}",
-        ]
-        for shape, (n, seconds, rows) in ordered[:15]
-    ]
+        [sql_label(shape), f"{n:,}", f"{seconds * 1000:,.0f}", f"{seconds / n * 1e6:,.0f}",
+         f"{seconds / count * 1e6:.1f}", f"{rows / n:,.1f}"]
+        for shape, (n, seconds, rows) in sorted(totals.items(), key=lambda i: -i[1][1])[:15]
+    ]  # fmt: skip
     calls = sum(n for n, _, _ in totals.values())
     seconds = sum(s for _, s, _ in totals.values())
     rows.append(
         ["(all)", f"{calls:,}", f"{seconds * 1000:,.0f}", "", f"{seconds / count * 1e6:.1f}", ""]
     )
-    header = ["statement", "calls", "total ms", "µs/call", "µs/task", "rows/call"]
-    print_table(header, rows, {1, 2, 3, 4, 5})
+    print_table(["statement", "calls", "total ms", "µs/call", "µs/task", "rows/call"], rows)
 
 
 # --- report ----------------------------------------------------------------------------------
 
 
-def print_results(target: Any, results: list[ConfigResult], count: int) -> None:
-    version = f" {target.server_version()}" if target.server_version() else ""
-    print(f"\n== {target.title}{version}: {count:,} no-op async tasks, one worker process ==")
-    for note in target.notes():
-        print(f"   {note}")
-    postgres = isinstance(target, PostgresTarget)
+def print_results(target: Target, configs: list[Config], count: int) -> None:
+    print_section(target, f": {count:,} no-op async tasks, one worker process")
+    pg = isinstance(target, PostgresTarget)
     header = [
         "worker flags", "runs", "wall s", "tasks/s", "worker CPU s", "µs CPU/task",
         "DB CPU s (worker sessions)", "DB CPU s (whole server)", "tasks/s min-max",
     ]  # fmt: skip
-    rows = []
-    for result in results:
-        rates = [r.rate for r in result.runs]
-        db_sessions = fmt(result.median("db_sessions_cpu"), 2) if postgres else "in worker"
-        db_server = fmt(result.median("db_server_cpu"), 2) if postgres else "in worker"
-        rows.append(
-            [
-                " ".join(result.flags) or "(none)",
-                str(len(result.runs)),
-                fmt(result.median("wall"), 3),
-                f"{count / result.median('wall'):,.0f}",
-                fmt(result.median("worker_cpu"), 2),
-                fmt(result.median("cpu_per_task_us"), 1),
-                db_sessions,
-                db_server,
-                f"{min(rates):,.0f}-{max(rates):,.0f}",
-            ]
-        )
-    print_table(header, rows, {1, 2, 3, 4, 5, 6, 7, 8})
+    rows = [
+        [c.name, str(len(c.runs)), fmt(c.median("wall"), 3), f"{count / c.median('wall'):,.0f}",
+         fmt(c.median("worker_cpu"), 2), fmt(c.median("cpu_per_task_us"), 1),
+         fmt(c.median("db_sessions_cpu"), 2) if pg else "in worker",
+         fmt(c.median("db_server_cpu"), 2) if pg else "in worker",
+         f"{c.extreme(min, 'rate', 0)}-{c.extreme(max, 'rate', 0)}"]
+        for c in configs
+    ]  # fmt: skip
+    print_table(header, rows)
     print("-- medians of the other clocks (s after T0), start-up and readiness")
     header = [
         "worker flags", "last callback start", "worker stopped", "process reaped",
         "start-up CPU s", "up before T0 s", "busy before (cores)", "others during (cores)",
     ]  # fmt: skip
     rows = [
-        [
-            " ".join(result.flags) or "(none)",
-            fmt(result.median("to_last_call"), 3),
-            fmt(result.median("wall"), 3),
-            fmt(result.median("to_exit"), 3),
-            fmt(result.median("startup_cpu"), 2),
-            fmt(min(r.ready_margin for r in result.runs), 2),
-            fmt(max(r.busy_before for r in result.runs), 2) + " max",
-            fmt(result.median("others"), 2),
-        ]
-        for result in results
-    ]
-    print_table(header, rows, {1, 2, 3, 4, 5, 6, 7})
-    if postgres:
-        print_activity(results, count)
-
-
-def print_activity(results: list[ConfigResult], count: int) -> None:
-    """What the server saw (pg_stat_database / pg_stat_user_tables / _indexes deltas)."""
+        [c.name, fmt(c.median("to_last_call"), 3), fmt(c.median("wall"), 3),
+         fmt(c.median("to_exit"), 3), fmt(c.median("startup_cpu"), 2),
+         c.extreme(min, "ready_margin", 2), c.extreme(max, "busy_before", 2) + " max",
+         fmt(c.median("others"), 2)]
+        for c in configs
+    ]  # fmt: skip
+    print_table(header, rows)
+    if not pg:
+        return
     print(
         "-- server statistics, medians (transactions include the heartbeat's; due index ="
         " taskshed_due_idx; reads = index entries visited, live or dead)"
@@ -467,98 +367,59 @@ def print_activity(results: list[ConfigResult], count: int) -> None:
         "worker flags", "transactions", "tasks/transaction", "due index scans",
         "due index entries read", "entries read/scan", "seq scans", "seq rows read",
     ]  # fmt: skip
-
-    def med(result: ConfigResult, key: str) -> float:
-        return statistics.median(r.activity.get(key, 0) for r in result.runs)
-
     rows = []
-    for result in results:
-        commits = med(result, "xact_commit")
-        scans = med(result, "due_idx_scan")
-        reads = med(result, "due_idx_tup_read")
+    for c in configs:
+        keys = ("xact_commit", "due_idx_scan", "due_idx_tup_read")
+        commits, scans, reads = (c.median(key) for key in keys)
         rows.append(
-            [
-                " ".join(result.flags) or "(none)",
-                f"{commits:,.0f}",
-                f"{count / commits:,.1f}" if commits else "n/a",
-                f"{scans:,.0f}",
-                f"{reads:,.0f}",
-                f"{reads / scans:,.0f}" if scans else "n/a",
-                f"{med(result, 'seq_scan'):,.0f}",
-                f"{med(result, 'seq_tup_read'):,.0f}",
-            ]
-        )
-    print_table(header, rows, {1, 2, 3, 4, 5, 6, 7})
+            [c.name, f"{commits:,.0f}", f"{count / commits:,.1f}" if commits else "n/a",
+             f"{scans:,.0f}", f"{reads:,.0f}", f"{reads / scans:,.0f}" if scans else "n/a",
+             fmt(c.median("seq_scan"), 0), fmt(c.median("seq_tup_read"), 0)]
+        )  # fmt: skip
+    print_table(header, rows)
 
 
-def print_targets(all_results: dict[str, list[ConfigResult]], count: int, quick: bool) -> bool:
+def print_targets(results: list[tuple[Target, list[Config]]], count: int, quick: bool) -> None:
     print(
         "\nTargets (issue #3, one worker process, from the medians above): tasks/s >= 5,000 on"
         f" PostgreSQL, >= 3,000 on SQLite; worker CPU <= {TARGET_CPU_US:.0f} µs per task"
     )
-    missed = False
-    for alias, results in all_results.items():
-        title = "PostgreSQL" if alias == "postgres" else "SQLite"
-        for result in results:
-            rate = count / result.median("wall")
-            cpu = result.median("cpu_per_task_us")
-            rate_ok = rate >= TARGET_RATE[alias]
+    for target, configs in results:
+        for c in configs:
+            rate, cpu = count / c.median("wall"), c.median("cpu_per_task_us")
+            limit = TARGET_RATE[target.alias]
             cpu_ok = cpu is not None and cpu <= TARGET_CPU_US
-            missed |= not (rate_ok and cpu_ok)
-            flags = " ".join(result.flags) or "default flags"
+            flags = " ".join(c.flags) or "default flags"
             print(
-                f"  {title:<10} {flags:<34} {rate:>8,.0f} tasks/s >= {TARGET_RATE[alias]:,.0f}:"
-                f" {'PASS' if rate_ok else 'MISS'}   {fmt(cpu, 1):>6} µs/task <="
-                f" {TARGET_CPU_US:.0f}: {'PASS' if cpu_ok else 'MISS'}"
+                f"  {target.title:<10} {flags:<34} {rate:>8,.0f} tasks/s >= {limit:,.0f}:"
+                f" {verdict(rate >= limit)}   {fmt(cpu, 1):>6} µs/task <="
+                f" {TARGET_CPU_US:.0f}: {verdict(cpu_ok)}"
             )
     if quick:
         print("  (--quick: not the issue's size; indicative only)")
-    return missed
 
 
 # --- main ------------------------------------------------------------------------------------
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_database_arguments(parser, default="both")
-    add_quiet_arguments(parser)
-    parser.add_argument("--tasks", type=int, default=None, help="tasks per run (20,000)")
-    parser.add_argument("--runs", type=int, default=None, help="runs per median (3)")
-    parser.add_argument(
-        "--quick", action="store_true", help="2,000 tasks over 0.1 s, 1 run: a smoke run"
-    )
-    parser.add_argument(
-        "--flags",
-        action="append",
-        default=[],
-        help="another worker configuration to measure, e.g. '--concurrency 500 --batch-size 500'",
-    )
-    parser.add_argument(
-        "--only-flags", action="store_true", help="measure only the --flags configurations"
-    )
-    parser.add_argument("--lead", type=float, default=None, help="s from planning to T0 (5)")
-    parser.add_argument(
-        "--spread", type=float, default=None, help="run_at spread, s (1; --quick 0.1)"
-    )
-    parser.add_argument(
-        "--analyze",
-        action="store_true",
-        help="PostgreSQL: ANALYZE the task table after inserting (fresh planner statistics)",
-    )
-    parser.add_argument(
-        "--profile", action="store_true", help="one more run per configuration under py-spy"
-    )
-    parser.add_argument(
-        "--profile-only", action="store_true", help="only the py-spy runs, no measurement"
-    )
+def parse_args(argv: list[str] | None) -> Any:
+    parser = make_parser(__doc__, "both", "2,000 tasks over 0.1 s, 1 run: a smoke run")
+    parser.add_argument("--tasks", type=int, help="tasks per run (20,000)")
+    parser.add_argument("--runs", type=int, help="runs per median (3)")
+    what = "another worker configuration to measure, e.g. '--concurrency 500 --batch-size 500'"
+    parser.add_argument("--flags", action="append", default=[], help=what)
+    what = "measure only the --flags configurations"
+    parser.add_argument("--only-flags", action="store_true", help=what)
+    parser.add_argument("--lead", type=float, help="s from planning to T0 (5)")
+    parser.add_argument("--spread", type=float, help="run_at spread, s (1; --quick 0.1)")
+    what = "PostgreSQL: ANALYZE the task table after inserting (fresh planner statistics)"
+    parser.add_argument("--analyze", action="store_true", help=what)
+    what = "one more run per configuration under py-spy"
+    parser.add_argument("--profile", action="store_true", help=what)
+    what = "only the py-spy runs, no measurement"
+    parser.add_argument("--profile-only", action="store_true", help=what)
     args = parser.parse_args(argv)
-    args.tasks = args.tasks or (2000 if args.quick else 20_000)
-    args.runs = args.runs or (1 if args.quick else 3)
-    if args.quick:
-        args.max_wait = 0.0
-    args.lead = args.lead or (3.0 if args.quick else 5.0)
-    args.spread = args.spread if args.spread is not None else (0.1 if args.quick else 1.0)
+    fill_defaults(args, tasks=(20_000, 2000), runs=(3, 1), lead=(5.0, 3.0), spread=(1.0, 0.1))
     if args.tasks < 1 or args.runs < 1:
         parser.error("--tasks and --runs must be at least 1")
     return args
@@ -566,52 +427,44 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    sys.stdout.reconfigure(line_buffering=True)
     configs = [] if args.only_flags else [(label, list(f)) for label, f in DEFAULT_CONFIGS]
     configs += [(f"--flags {i + 1}", shlex.split(f)) for i, f in enumerate(args.flags)]
-    targets = make_targets(args.database, PG_DATABASE, args)
-    configure_django(targets, None, {"CHANNEL_LAYER": None})
-    log_dir = tempfile.mkdtemp(prefix="taskshed-bench-tp-logs-", dir=scratch_root())
-
-    print(f"django-taskshed: worker throughput, {datetime.now().astimezone():%Y-%m-%d %H:%M %Z}")
-    print(versions(targets))
-    print(
-        f"Each run: {args.tasks:,} one-off tasks (callback 'noop', async, kwargs {{}}), run_at"
-        f" spread evenly over {args.spread:g} s from T0, inserted with one"
-        " SyncScheduler.add_tasks call;\nthen one `python -m django runtaskworker --max-tasks N"
-        " [flags]` process (settings benchmarks.bench_settings, no channel layer) starts and idles"
-        " until T0.\nwall = T0 -> worker stopped (atexit stamp, after the last result was"
-        " written); tasks/s = tasks / wall; worker CPU = its utime+stime\nfrom T0-0.25 s to exit"
-        " (start-up excluded); DB CPU (PostgreSQL) over the same span: the worker's sessions, and"
-        " all postgres processes\n(this includes other clients of the server, if any)."
-        f" Medians of {args.runs} run(s) per configuration. Before each run the script waits"
-        f" (up to {args.max_wait:g} s) until\nthe machine uses < {args.quiet_below:g} cores for"
-        " 2 s; 'others during' = machine CPU during the run minus the worker, the database server"
-        " and this script."
-    )
-    if args.analyze:
-        print("--analyze: ANALYZE of the task table after each insert, before the worker starts.")
-    all_results: dict[str, list[ConfigResult]] = {}
-    try:
-        for target in targets:
-            migrate(target.alias)
-            if args.profile_only:
-                continue
+    no_layer = {"CHANNEL_LAYER": None}
+    with session("worker throughput", args, PG_DATABASE, None, no_layer) as (
+        targets,
+        log_dir,
+    ):
+        print(
+            f"Each run: {args.tasks:,} one-off tasks (callback 'noop', async, kwargs {{}}), run_at"
+            f" spread evenly over {args.spread:g} s from T0, inserted with one"
+            " SyncScheduler.add_tasks call;\nthen one `python -m django runtaskworker --max-tasks"
+            " N [flags]` process (settings benchmarks.bench_settings, no channel layer) starts and"
+            " idles until T0.\nwall = T0 -> worker stopped (atexit stamp, after the last result was"
+            " written); tasks/s = tasks / wall; worker CPU = its utime+stime\nfrom T0-0.25 s to"
+            " exit (start-up excluded); DB CPU (PostgreSQL) over the same span: the worker's"
+            " sessions, and all postgres processes\n(this includes other clients of the server, if"
+            f" any). Medians of {args.runs} run(s) per configuration. Before each run the script"
+            f" waits (up to {args.max_wait:g} s) until\nthe machine uses < {args.quiet_below:g}"
+            " cores for 2 s; 'others during' = machine CPU during the run minus the worker, the"
+            " database server and this script."
+        )
+        if args.analyze:
+            print(
+                "--analyze: ANALYZE of the task table after each insert, before the worker starts."
+            )
+        results = []
+        for target in [] if args.profile_only else targets:
             bench = Bench(target, args, log_dir)
             bench.run(configs[0][1], min(args.tasks, 500))  # warm-up: caches, first connections
-            results = [bench.measure(label, f, args.tasks, args.runs) for label, f in configs]
-            all_results[target.alias] = results
-            print_results(target, results, args.tasks)
-        if all_results:
-            print_targets(all_results, args.tasks, args.quick)
-        print(f"\nload average at end {load_average()}")
-        if args.profile or args.profile_only:
-            for target in targets:
-                bench = Bench(target, args, log_dir)
-                for label, flags in configs:
-                    bench.profile(label, flags, args.tasks)
-    finally:
-        clean_up(targets, log_dir)
+            results.append((target, [bench.measure(*c, args.tasks, args.runs) for c in configs]))
+            print_results(target, results[-1][1], args.tasks)
+        if results:
+            print_targets(results, args.tasks, args.quick)
+        print_end()
+        for target in targets if args.profile or args.profile_only else []:
+            bench = Bench(target, args, log_dir)
+            for label, flags in configs:
+                bench.profile(label, flags, args.tasks)
     return 0
 
 
