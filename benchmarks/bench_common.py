@@ -194,13 +194,15 @@ def clear_tasks(alias: str) -> None:
     connections[alias].close()
 
 
-def count_tasks(alias: str) -> int:
+def count_tasks(alias: str, due_by: Any = None) -> int:
+    """Tasks in the table (only those with ``run_at <= due_by``, if given)."""
     from django.db import connections
 
     from django_taskshed.models import Task
 
+    tasks = Task.objects.using(alias)
     try:
-        return Task.objects.using(alias).count()
+        return (tasks.filter(run_at__lte=due_by) if due_by else tasks).count()
     finally:
         connections[alias].close()
 

@@ -50,7 +50,10 @@ RAW_COLUMNS = (
     "task_id", "callback", "kwargs", "run_at", "run_type", "group_id", "paused", "coalesce",
     "created_at", "updated_at",
 )  # fmt: skip
-RAW_LITERALS = {"attempts": "0", "last_error": "''", "last_traceback": "''"}
+RAW_LITERALS = {
+    "attempts": "0", "last_error": "''", "last_traceback": "''", "cron": "''", "timezone": "''",
+    "on_nonexistent": "'shift'", "on_ambiguous": "'first'", "declared_in_code": "FALSE",
+}  # fmt: skip
 TARGETS = (  # (measured key, floor key, limit): the acceptance targets, PostgreSQL only
     ("add_tasks_large", "raw_large", 2.0),
     ("add_task", "create", 1.5),

@@ -33,12 +33,13 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import bench_callbacks, bench_settings  # noqa: E402
-from benchmarks.bench_common import (  # noqa: E402  # noqa: E402  # noqa: E402  # noqa: E402  # noqa: E402
+from benchmarks.bench_common import (  # noqa: E402
     TABLE,
     WORKER_APP_NAME,
     BackendSampler,
@@ -74,6 +75,12 @@ DEFAULT_CONFIGS = [
     ("tuned", ["--concurrency", "200", "--batch-size", "200"]),
 ]
 PROFILE_RATE = 250  # py-spy samples per second
+# --schedules: recurring tasks that each run once in the drain (next occurrence a year on).
+SCHEDULES = {
+    "interval": {"run_type": "recurring", "interval": timedelta(days=365)},
+    "cron": {"run_type": "cron", "cron": "0 0 1 1 *", "timezone": "UTC"},
+}
+TARGET_CRON_SHARE = 0.85  # cron tasks/s over interval tasks/s, issue #9
 
 
 @dataclass
@@ -103,7 +110,7 @@ class Bench:
         self.log_dir = log_dir
         self.counter = 0
 
-    def insert(self, count: int, t0: float, spread: float) -> None:
+    def insert(self, count: int, t0: float, spread: float, kind: str = "once") -> None:
         from django.db import connections
 
         from django_taskshed.datastores import DjangoDataStore
@@ -112,10 +119,14 @@ class Bench:
 
         alias = self.target.alias
         clear_tasks(alias)
+        schedule = SCHEDULES.get(kind, {})
         tasks = [
-            Task(callback="noop", run_at=epoch_datetime(t0 + spread * i / count), kwargs={})
+            Task(
+                callback="noop", run_at=epoch_datetime(t0 + spread * i / count), kwargs={},
+                **schedule,
+            )
             for i in range(count)
-        ]
+        ]  # fmt: skip
         SyncScheduler(DjangoDataStore(using=alias)).add_tasks(tasks)
         if self.args.analyze and self.postgres:
             with connections[alias].cursor() as cursor:
@@ -124,7 +135,7 @@ class Bench:
 
     def run(
         self, flags: list[str], count: int, wrapper: list[str] | None = None,
-        extra_env: dict[str, str] | None = None,
+        extra_env: dict[str, str] | None = None, kind: str = "once",
     ) -> dict[str, Any]:  # fmt: skip
         """One run; its figures in seconds from T0, CPU seconds, and the server's statistics."""
         self.counter += 1
@@ -132,7 +143,7 @@ class Bench:
         stats_path = os.path.join(self.log_dir, f"{name}.stats.json")
         busy_before = wait_quiet(self.args.quiet_below, self.args.max_wait)
         t0 = time.time() + self.args.lead
-        self.insert(count, t0, self.args.spread)
+        self.insert(count, t0, self.args.spread, kind)
         if time.time() > t0 - 2.0:
             raise RuntimeError("inserting took too long for --lead; raise --lead")
         pg = self.postgres
@@ -185,7 +196,8 @@ class Bench:
             "startup_cpu": cpu_before,  # process start -> T0 - 0.25 s
             "ready_margin": ready_margin,  # T0 - banner time; positive: idle before T0
             "calls": stats["calls"],
-            "left": count_tasks(self.target.alias),
+            # still due after the run (one-off tasks are deleted, recurring ones move on)
+            "left": count_tasks(self.target.alias, epoch_datetime(t0 + self.args.spread)),
             "busy_before": busy_before,  # cores busy on the machine just before the run
             "others": others,  # cores used during the run by everything else on the machine
         }
@@ -193,16 +205,28 @@ class Bench:
     def measure(self, label: str, flags: list[str], count: int, runs: int) -> Config:
         config = Config(label, flags)
         for number in range(1, runs + 1):
-            run = self.run(flags, count)
-            config.runs.append(run)
-            progress(
-                f"{self.target.title} {label}: run {number}/{runs}: {run['rate']:,.0f} tasks/s,"
-                f" wall {run['wall']:.3f} s, worker CPU {fmt(run['worker_cpu'], 2)} s,"
-                f" load {load_average()}"
-            )
-            if run["calls"] != count or run["left"] != 0:
-                raise RuntimeError(f"run lost work: {run['calls']} calls, {run['left']} tasks left")
+            self.measure_one(config, count, f"run {number}/{runs}")
         return config
+
+    def measure_one(self, config: Config, count: int, what: str, kind: str = "once") -> None:
+        run = self.run(config.flags, count, kind=kind)
+        config.runs.append(run)
+        progress(
+            f"{self.target.title} {config.label}: {what}: {run['rate']:,.0f} tasks/s,"
+            f" wall {run['wall']:.3f} s, worker CPU {fmt(run['worker_cpu'], 2)} s,"
+            f" load {load_average()}"
+        )
+        if run["calls"] != count or run["left"] != 0:
+            raise RuntimeError(f"run lost work: {run['calls']} calls, {run['left']} tasks left")
+
+    def measure_schedules(self, count: int, runs: int) -> list[Config]:
+        """Interval and cron tasks, default flags, their runs alternating (noise falls on both)."""
+        configs = [Config(f"recurring: {kind}", []) for kind in SCHEDULES]
+        self.run([], min(count, 500), kind="cron")  # warm-up: caches, first connections
+        for number in range(1, runs + 1):
+            for kind, config in zip(SCHEDULES, configs, strict=True):
+                self.measure_one(config, count, f"run {number}/{runs}", kind)
+        return configs
 
     def profile(self, label: str, flags: list[str], count: int) -> None:
         py_spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
@@ -399,6 +423,22 @@ def print_targets(results: list[tuple[Target, list[Config]]], count: int, quick:
         print("  (--quick: not the issue's size; indicative only)")
 
 
+def print_schedule_share(results: list[tuple[Target, list[Config]]], count: int) -> None:
+    """Cron against interval tasks (``--schedules``): the share of the tasks/s medians."""
+    print(
+        f"\nTarget (issue #9, --schedules): recurring cron tasks drain at >="
+        f" {TARGET_CRON_SHARE:.0%} of the tasks/s of interval tasks (same run, default flags)"
+    )
+    for target, (interval, cron) in results:
+        interval_rate, cron_rate = count / interval.median("wall"), count / cron.median("wall")
+        share = cron_rate / interval_rate
+        print(
+            f"  {target.title:<10} interval {interval_rate:>8,.0f} tasks/s, cron"
+            f" {cron_rate:>8,.0f} tasks/s: {share:.0%} >= {TARGET_CRON_SHARE:.0%}:"
+            f" {verdict(share >= TARGET_CRON_SHARE)}"
+        )
+
+
 # --- main ------------------------------------------------------------------------------------
 
 
@@ -418,6 +458,11 @@ def parse_args(argv: list[str] | None) -> Any:
     parser.add_argument("--profile", action="store_true", help=what)
     what = "only the py-spy runs, no measurement"
     parser.add_argument("--profile-only", action="store_true", help=what)
+    what = (
+        "also drain recurring tasks, interval and cron (each due once), default flags, runs"
+        " alternating; prints cron's tasks/s as a share of interval's"
+    )
+    parser.add_argument("--schedules", action="store_true", help=what)
     args = parser.parse_args(argv)
     fill_defaults(args, tasks=(20_000, 2000), runs=(3, 1), lead=(5.0, 3.0), spread=(1.0, 0.1))
     if args.tasks < 1 or args.runs < 1:
@@ -453,13 +498,21 @@ def main(argv: list[str] | None = None) -> int:
                 "--analyze: ANALYZE of the task table after each insert, before the worker starts."
             )
         results = []
-        for target in [] if args.profile_only else targets:
+        for target in [] if args.profile_only or not configs else targets:
             bench = Bench(target, args, log_dir)
             bench.run(configs[0][1], min(args.tasks, 500))  # warm-up: caches, first connections
             results.append((target, [bench.measure(*c, args.tasks, args.runs) for c in configs]))
             print_results(target, results[-1][1], args.tasks)
         if results:
             print_targets(results, args.tasks, args.quick)
+        shares = []
+        for target in targets if args.schedules and not args.profile_only else []:
+            shares.append(
+                (target, Bench(target, args, log_dir).measure_schedules(args.tasks, args.runs))
+            )
+            print_results(target, shares[-1][1], args.tasks)
+        if shares:
+            print_schedule_share(shares, args.tasks)
         print_end()
         for target in targets if args.profile or args.profile_only else []:
             bench = Bench(target, args, log_dir)
