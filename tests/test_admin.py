@@ -9,10 +9,12 @@ import asyncio
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 from html import unescape
 from html.parser import HTMLParser
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -29,8 +31,10 @@ from django_taskshed.admin import display
 from django_taskshed.admin import filters as admin_filters
 from django_taskshed.admin.forms import registered_names
 from django_taskshed.conf import taskshed_settings
+from django_taskshed.cron import describe
 from django_taskshed.models import Task, WorkerRecord
 from django_taskshed.occurrences import upcoming_runs
+from tests.test_cron import readme_table
 
 pytestmark = pytest.mark.django_db
 
@@ -1139,3 +1143,105 @@ def test_the_changelist_filters_declared_rows(admin_client):
     assert listed_ids(admin_client.get(changelist_url(), {"declared_in_code__exact": "0"})) == [
         "by-hand"
     ]
+
+
+# --- Cron tasks ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cron", "zone", "words"),
+    [
+        ("30 2 * * *", "Europe/Berlin", "at 02:30 every day, Europe/Berlin"),
+        ("@hourly", "America/New_York", "at the start of every hour, America/New_York"),
+        (
+            "*/15 9-17 * * 1-5",
+            "UTC",
+            "every 15th minute from 09:00 through 17:59 on Monday through Friday, UTC",
+        ),
+    ],
+)
+def test_schedule_column_describes_a_cron_task(admin_client, cron, zone, words):
+    make_task("subject", run_type="cron", cron=cron, timezone=zone)
+
+    rows = rows_of(admin_client.get(changelist_url()))
+
+    assert rows["subject"]["schedule"]["text"] == words == describe(cron, zone)
+
+
+DST_NOTE = re.compile(r"\[(?P<note>[^\]]+)\]")
+MOVED = "moved out of a daylight-saving gap"
+TWICE = "a repeated hour, run in both passes"
+
+
+def dst_notes(items: list[str]) -> dict[int, str]:
+    """The DST note of each listed run that has one, by position."""
+    return {i: found["note"] for i, item in enumerate(items) if (found := DST_NOTE.search(item))}
+
+
+@pytest.mark.parametrize(
+    ("zone", "cron", "policy", "notes"),
+    [
+        ("Europe/Berlin", "30 2 * * *", "shift", {1: f"03:00 CEST: {MOVED}"}),
+        ("Europe/Berlin", "30 2 * * *", "skip", {}),
+        (
+            "Europe/Berlin",
+            "30 2 * * *",
+            "both",
+            {1: f"02:30 CEST: {TWICE}", 2: f"02:30 CET: {TWICE}"},
+        ),
+        ("America/New_York", "30 1 * * *", "second", {}),
+        (
+            "America/New_York",
+            "30 1 * * *",
+            "both",
+            {1: f"01:30 EDT: {TWICE}", 2: f"01:30 EST: {TWICE}"},
+        ),
+    ],
+)
+def test_change_view_lists_cron_runs_across_a_dst_change_with_notes(
+    admin_client, zone, cron, policy, notes
+):
+    """A task due since a row of the README's table, without coalescing: its next 10 runs
+    start with the table's, and the runs a change of the clocks moved or doubled say so."""
+    row = next(r for r in readme_table() if (r.zone, r.cron, r.policy) == (zone, cron, policy))
+    nonexistent, ambiguous = row.policies()[0]
+    task = make_task(
+        "cron", run_type="cron", cron=cron, timezone=zone, on_nonexistent=nonexistent,
+        on_ambiguous=ambiguous, coalesce=False, run_at=row.runs[0],
+    )  # fmt: skip
+
+    items = upcoming_items(admin_client.get(change_url("cron")).content.decode())
+
+    expected = upcoming_runs(task, task.coalesce, timezone.now(), 10)
+    assert expected[: len(row.runs)] == list(row.runs)
+    assert len(items) == 10
+    assert [item.split(" (")[0] for item in items] == [
+        timezone.localtime(run).strftime(TIME_FORMAT) for run in expected
+    ]
+    assert dst_notes(items) == notes
+
+
+def berlin_wall(day: Any, hour: int, minute: int) -> datetime:
+    """The instant (UTC) a Berlin wall time stands for; past a gap, for one that is in it."""
+    local = datetime(day.year, day.month, day.day, hour, minute, tzinfo=ZoneInfo("Europe/Berlin"))
+    return local.astimezone(dt_timezone.utc)
+
+
+def test_change_view_of_a_coalescing_cron_task_notes_the_next_spring_change(admin_client):
+    """From two days before Berlin's next jump from 02:00 to 03:00: the third run moves."""
+    day = timezone.localdate() + timedelta(days=3)
+    while berlin_wall(day, 2, 30).astimezone(ZoneInfo("Europe/Berlin")).hour == 2:
+        day += timedelta(days=1)  # 02:30 exists that day
+    first = berlin_wall(day - timedelta(days=2), 2, 30)
+    task = make_task(
+        "spring", run_type="cron", cron="30 2 * * *", timezone="Europe/Berlin", run_at=first
+    )
+
+    items = upcoming_items(admin_client.get(change_url("spring")).content.decode())
+
+    expected = upcoming_runs(task, task.coalesce, timezone.now(), 10)
+    assert [item.split(" (")[0] for item in items] == [
+        timezone.localtime(run).strftime(TIME_FORMAT) for run in expected
+    ]
+    assert expected[2] == berlin_wall(day, 3, 0)
+    assert dst_notes(items) == {2: f"03:00 CEST: {MOVED}"}

@@ -18,6 +18,7 @@ from django_taskshed.models import Task, WorkerRecord
 from django_taskshed.notifications import channel_layer
 from django_taskshed.registry import get_callbacks
 from django_taskshed.schedulers import SyncScheduler
+from tests.test_cron import TableRow, readme_table
 from tests.testapp.models import Execution
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -499,3 +500,48 @@ def test_startup_line_names_worker_database_layer_callbacks_and_due_count(worker
     assert (record.pid, record.callbacks) == (worker.pid, sorted(get_callbacks()))
     assert stop(worker) == [0]
     assert not WorkerRecord.objects.filter(pk="banner-worker").exists()
+
+
+# --- cron tasks across changes of the clocks ---------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_runs_cron_tasks_through_dst_changes_as_the_readme_table_says(worker_procs):
+    """Each row of the README's table under each policy it stands for: a cron task due since
+    the row's first run, without coalescing, so the worker computes every next run itself.
+    Its callback records the ``run_at`` it runs for and pauses the task past the window."""
+    rows: dict[str, TableRow] = {}
+    tasks = []
+    for index, row in enumerate(readme_table()):
+        until = row.window[1].isoformat()
+        for nonexistent, ambiguous in row.policies():
+            key = f"cron-{index:02}-{nonexistent}-{ambiguous}"
+            rows[key] = row
+            tasks.append(
+                Task(
+                    task_id=key, callback="record_run_at", kwargs={"key": key, "until": until},
+                    run_at=row.runs[0], run_type="cron", cron=row.cron, timezone=row.zone,
+                    on_nonexistent=nonexistent, on_ambiguous=ambiguous, coalesce=False,
+                )
+            )  # fmt: skip
+    SyncScheduler().add_tasks(tasks)
+
+    worker = worker_procs.start("cron", "--poll-interval", "0.2", "--concurrency", "20")
+    worker_procs.wait_until(
+        lambda: Task.objects.filter(paused=True, lease_owner__isnull=True).count() == len(tasks),
+        60,
+        "every cron task to run through its window and pause",
+    )
+
+    assert stop(worker) == [0]
+    recorded: dict[str, list[datetime]] = defaultdict(list)
+    for key, value in Execution.objects.order_by("id").values_list("key", "value"):
+        recorded[key].append(datetime.fromisoformat(value["run_at"]))
+    problems = []
+    for key, row in rows.items():
+        # The table's runs, then the next day's (no change of clocks then), which paused it.
+        expected = [*row.runs, row.runs[-1] + timedelta(days=1)]
+        if recorded[key] != expected:
+            problems.append(f"{key} ({row.id}): ran for {recorded[key]}, expected {expected}")
+    assert problems == []
+    assert set(Task.objects.values_list("attempts", flat=True)) == {0}

@@ -13,7 +13,9 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -28,6 +30,7 @@ from django_taskshed.registry import get_callbacks
 from django_taskshed.schedulers import AsyncScheduler, SyncScheduler
 from django_taskshed.workers import EventDrivenWorker
 from django_taskshed.workers import worker as worker_module
+from tests.test_cron import readme_table
 from tests.waiting import eventually
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30)]
@@ -759,3 +762,111 @@ async def test_a_datastore_subclass_narrows_what_the_scheduler_and_the_worker_se
 def test_unknown_worker_option_raises_type_error():
     with pytest.raises(TypeError, match="unknown worker option.*colour"):
         EventDrivenWorker({}, colour="blue")
+
+
+# --- cron tasks --------------------------------------------------------------------------------
+
+
+async def test_cron_task_runs_and_moves_to_its_next_occurrence():
+    ran = []
+    worker = EventDrivenWorker({"tick": lambda: ran.append(1)}, **FAST)
+    added = await AsyncScheduler(worker=worker).add_task(
+        "tick", seconds_from_now(-0.1), run_type="cron", cron="0 3 * * *",
+        timezone="Europe/Berlin",
+    )  # fmt: skip
+    async with running(worker):
+        await eventually(lambda: ran, what="the run")
+        task = await eventually(
+            lambda: stored_if(added.task_id, run_at__gt=added.run_at, lease_owner=None)
+        )
+
+    assert ran == [1]
+    berlin = ZoneInfo("Europe/Berlin")
+    today = task.last_run_at.astimezone(berlin).date()
+    three_oclock = [
+        datetime(day.year, day.month, day.day, 3, tzinfo=berlin).astimezone(dt_timezone.utc)
+        for day in (today, today + timedelta(days=1))
+    ]
+    assert task.run_at == min(run for run in three_oclock if run > task.last_run_at)
+    assert task.attempts == 0
+    assert task.failed_at is None
+    assert_lease_free(task)
+
+
+def own_run_at(key: str) -> datetime:
+    """A callback's view of its task's ``run_at`` (the occurrence it runs for)."""
+    return Task.objects.values_list("run_at", flat=True).get(pk=key)
+
+
+async def paused_and_free(count: int) -> bool:
+    return await Task.objects.filter(paused=True, lease_owner=None).acount() == count
+
+
+def readme_row(zone: str, cron: str, policy: str) -> Any:
+    return next(
+        row for row in readme_table() if (row.zone, row.cron, row.policy) == (zone, cron, policy)
+    )
+
+
+async def test_cron_task_without_coalesce_runs_through_a_dst_change_as_the_readme_says():
+    """Due since a table's first value, without coalescing: the worker runs each occurrence
+    in order; the callback pauses its task once it runs past the table's window."""
+    rows = {
+        "berlin-shift": readme_row("Europe/Berlin", "30 2 * * *", "shift"),
+        "new-york-both": readme_row("America/New_York", "30 1 * * *", "both"),
+    }
+    seen: dict[str, list[datetime]] = {key: [] for key in rows}
+
+    def note(key: str) -> None:
+        run_at = own_run_at(key)
+        seen[key].append(run_at)
+        if run_at >= rows[key].window[1]:
+            Task.objects.filter(pk=key).update(paused=True)
+
+    worker = EventDrivenWorker({"note": note}, **FAST)
+    scheduler = AsyncScheduler(worker=worker)
+    for key, row in rows.items():
+        nonexistent, ambiguous = row.policies()[0]
+        await scheduler.add_task(
+            "note", row.runs[0], {"key": key}, run_type="cron", task_id=key, coalesce=False,
+            cron=row.cron, timezone=row.zone, on_nonexistent=nonexistent,
+            on_ambiguous=ambiguous,
+        )  # fmt: skip
+    async with running(worker):
+        await eventually(
+            lambda: paused_and_free(len(rows)),
+            timeout=20,
+            what="both tasks to run through their window and pause",
+        )
+
+    for key, row in rows.items():
+        # The table's runs, then the next day's (no change of clocks then), which paused it.
+        assert seen[key] == [*row.runs, row.runs[-1] + timedelta(days=1)], key
+        task = await stored(key)
+        assert task.run_at == row.runs[-1] + timedelta(days=2)
+        assert task.attempts == 0
+
+
+@pytest.mark.parametrize(("coalesce", "runs"), [(True, 1), (False, 5)])
+async def test_cron_catch_up_after_missing_four_occurrences(coalesce, runs):
+    """Hourly at the minute half an hour from now: the last five occurrences are past (the
+    latest half an hour ago), the next comes in half an hour."""
+    now = timezone.now()
+    minute = (now.minute + 30) % 60
+    latest = now.replace(minute=minute, second=0, microsecond=0)
+    if latest > now:
+        latest -= timedelta(hours=1)
+    first = latest - timedelta(hours=4)
+    ran: list[datetime] = []
+    worker = EventDrivenWorker({"note": lambda key: ran.append(own_run_at(key))}, **FAST)
+    await AsyncScheduler().add_task(
+        "note", first, {"key": "hourly"}, run_type="cron", task_id="hourly",
+        coalesce=coalesce, cron=f"{minute} * * * *", timezone="UTC",
+    )  # fmt: skip
+    future = latest + timedelta(hours=1)
+    async with running(worker):
+        task = await eventually(lambda: stored_if("hourly", run_at=future, lease_owner=None))
+
+    assert ran == [first + timedelta(hours=n) for n in range(runs)]  # each once, in order
+    assert task.run_at == future
+    assert task.attempts == 0

@@ -8,11 +8,13 @@ the database.
 import asyncio
 import os
 import time
+from datetime import datetime
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
+from django_taskshed.models import Task
 from django_taskshed.registry import register_callback
 
 from .models import Execution
@@ -88,3 +90,14 @@ async def flaky(key: str, failures: int) -> None:
     await sync_to_async(_start)(key, "flaky", {"attempt": earlier + 1}, finished=True)
     if earlier < failures:
         raise RuntimeError(f"flaky attempt {earlier + 1} of {key} failed on purpose")
+
+
+@register_callback("record_run_at")
+def record_run_at(key: str, until: str) -> None:
+    """Append one finished row holding the task's own ``run_at`` (the occurrence this run is
+    for), and pause the task once that ``run_at`` reaches ``until`` (ISO 8601): a recurring or
+    cron task then stops after the window a test looks at."""
+    run_at = Task.objects.values_list("run_at", flat=True).get(pk=key)
+    _start(key, "record_run_at", {"run_at": run_at.isoformat()}, finished=True)
+    if run_at >= datetime.fromisoformat(until):
+        Task.objects.filter(pk=key).update(paused=True)
