@@ -81,7 +81,19 @@ else:
 # Every key is optional (see the settings table in the README). The demo's callbacks are
 # found in demo/tasks.py by autodiscovery, so CALLBACKS is not needed here.
 # Short poll and backoff so the demo moves quickly; production keeps the defaults.
-TASKSHED = {"POLL_INTERVAL": 1.0, "RETRY_BACKOFF": 1.0}
+TASKSHED = {
+    "POLL_INTERVAL": 1.0,
+    "RETRY_BACKOFF": 1.0,
+    # Kept in the task table on migrate and at worker start (the name is the task_id).
+    "SCHEDULES": {
+        "demo-nightly-report": {
+            "callback": "send_report",
+            "cron": "30 2 * * *",
+            "timezone": "Europe/Berlin",
+            "kwargs": {"recipient": "night-shift@example.com"},
+        },
+    },
+}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "Europe/Paris"

@@ -17,10 +17,11 @@ HEARTBEAT_ID = "demo-heartbeat"
 BATCH_GROUP = "adding_numbers"
 BATCH_IDS = [f"task-{i}" for i in range(5)]
 FLAKY_IDS = ["demo-flaky-recovers", "demo-flaky-gives-up"]
+DECLARED_ID = "demo-nightly-report"  # from TASKSHED["SCHEDULES"] in the settings
 ALL_IDS = [ONE_OFF_ID, HEARTBEAT_ID, *BATCH_IDS, *FLAKY_IDS]
 
 COLUMNS = (
-    "task_id", "callback", "run_at (local)", "run_type", "interval", "group_id", "status",
+    "task_id", "callback", "run_at (local)", "run_type", "schedule", "group_id", "status",
     "attempts", "last error",
 )  # fmt: skip
 
@@ -46,7 +47,7 @@ class Command(BaseCommand):
                 return
             if not options["list"]:
                 self.schedule(scheduler)
-            self.print_table(scheduler.fetch_tasks(task_ids=ALL_IDS))
+            self.print_table(scheduler.fetch_tasks(task_ids=[*ALL_IDS, DECLARED_ID]))
         finally:
             scheduler.shutdown()
 
@@ -112,7 +113,7 @@ class Command(BaseCommand):
             self.stdout.write(
                 "  ".join(str(v).ljust(w) for v, w in zip(values, widths, strict=True))
             )
-        gone = len(ALL_IDS) - len(rows)
+        gone = len(ALL_IDS) + 1 - len(rows)
         self.stdout.write(
             self.style.SUCCESS(f"{len(rows)} demo tasks in the table, {gone} done and removed.")
         )
@@ -124,7 +125,7 @@ class Command(BaseCommand):
             task.callback,
             timezone.localtime(task.run_at).strftime("%Y-%m-%d %H:%M:%S"),
             task.run_type,
-            str(task.interval) if task.interval else "-",
+            f"{task.cron} {task.timezone}" if task.cron else str(task.interval or "-"),
             task.group_id or "-",
             task.status_at(timezone.now()).value,
             str(task.attempts),
