@@ -88,7 +88,9 @@ services_key = pytest.StashKey[list[ServiceStatus]]()
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[services_key] = _probe_services()
     config.addinivalue_line(
-        "markers", "slow: starts real runtaskworker subprocesses or runs for many seconds"
+        "markers",
+        "slow: starts real runtaskworker subprocesses or runs for many seconds; "
+        "tox.ini runs these once per database",
     )
 
 
