@@ -94,6 +94,15 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the slow tests last, in their order, after pytest-django has ordered the rest.
+
+    tox runs several envs at once (scripts/test); the envs without the slow tests have
+    finished by then, so the real-time tests share the machine with less else.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is not None)
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     from django.conf import settings
 
