@@ -103,6 +103,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("slow") is not None)
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """A slow test runs while no slow test of another env does.
+
+    ``TASKSHED_SLOW_TEST_LOCK`` (set by tox.ini) names a lock file that the envs of one tox
+    run share. Envs run in parallel, and one env's busy test (4 workers and 10,000 tasks)
+    made another's recurring tasks on SQLite start late. The wait happens before pytest-timeout
+    starts its clock (this wrapper is outside it) and is not part of the test's duration.
+    """
+    path = os.environ.get("TASKSHED_SLOW_TEST_LOCK")
+    if not path or item.get_closest_marker("slow") is None:
+        return (yield)
+    import fcntl
+
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return (yield)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     from django.conf import settings
 
@@ -112,6 +134,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     for status in config.stash[services_key]:
         state = "reachable" if status.error is None else f"UNREACHABLE: {status.error}"
         lines.append(f"taskshed: {status.name} at {status.url} {state}")
+    if lock := os.environ.get("TASKSHED_SLOW_TEST_LOCK"):
+        lines.append(f"taskshed: slow tests take the lock {lock}, one env at a time")
     return lines
 
 
