@@ -92,6 +92,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "slow: starts real runtaskworker subprocesses or runs for many seconds; "
         "tox.ini runs these once per database",
     )
+    config.addinivalue_line(
+        "markers",
+        "heavy: a slow test that keeps both cores busy (many workers, a browser); with "
+        "TASKSHED_SLOW_TEST_LOCK it runs while no slow test of another env does",
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -105,12 +110,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
-    """A slow test runs while no slow test of another env does.
+    """A heavy test runs while no slow test of another env does; other slow tests overlap.
 
     ``TASKSHED_SLOW_TEST_LOCK`` (set by tox.ini) names a lock file that the envs of one tox
-    run share. Envs run in parallel, and one env's busy test (4 workers and 10,000 tasks)
-    made another's recurring tasks on SQLite start late. The wait happens before pytest-timeout
-    starts its clock (this wrapper is outside it) and is not part of the test's duration.
+    run share: slow tests hold it shared, heavy ones exclusive. Envs run in parallel, and one
+    env's 4 workers and 10,000 tasks made another's recurring tasks on SQLite start late.
+    The wait happens before pytest-timeout starts its clock (this wrapper is outside it) and
+    is not part of the test's duration.
     """
     path = os.environ.get("TASKSHED_SLOW_TEST_LOCK")
     if not path or item.get_closest_marker("slow") is None:
@@ -118,7 +124,8 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
     import fcntl
 
     with open(path, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        heavy = item.get_closest_marker("heavy") is not None
+        fcntl.flock(lock, fcntl.LOCK_EX if heavy else fcntl.LOCK_SH)
         try:
             return (yield)
         finally:
@@ -135,7 +142,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         state = "reachable" if status.error is None else f"UNREACHABLE: {status.error}"
         lines.append(f"taskshed: {status.name} at {status.url} {state}")
     if lock := os.environ.get("TASKSHED_SLOW_TEST_LOCK"):
-        lines.append(f"taskshed: slow tests take the lock {lock}, one env at a time")
+        lines.append(f"taskshed: slow tests share the lock {lock}, heavy ones alone")
     return lines
 
 

@@ -24,7 +24,7 @@ from django_taskshed.schedulers import SyncScheduler
 from tests.browser_support import WINDOW, find_browser, start_chromium
 from tests.testapp.models import Execution
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.slow, pytest.mark.heavy, pytest.mark.timeout(120)]
 
 # The screenshots in docs/ are refreshed only on request (TASKSHED_SCREENSHOTS=1), so that
 # test runs leave the checkout clean; otherwise they go to the test run's temporary directory.
