@@ -88,8 +88,48 @@ services_key = pytest.StashKey[list[ServiceStatus]]()
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[services_key] = _probe_services()
     config.addinivalue_line(
-        "markers", "slow: starts real runtaskworker subprocesses or runs for many seconds"
+        "markers",
+        "slow: starts real runtaskworker subprocesses or runs for many seconds; "
+        "tox.ini runs these once per database",
     )
+    config.addinivalue_line(
+        "markers",
+        "heavy: a slow test that keeps both cores busy (many workers, a browser); with "
+        "TASKSHED_SLOW_TEST_LOCK it runs while no slow test of another env does",
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the slow tests last, in their order, after pytest-django has ordered the rest.
+
+    tox runs several envs at once (scripts/test); the envs without the slow tests have
+    finished by then, so the real-time tests share the machine with less else.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is not None)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """A heavy test runs while no slow test of another env does; other slow tests overlap.
+
+    ``TASKSHED_SLOW_TEST_LOCK`` (set by tox.ini) names a lock file that the envs of one tox
+    run share: slow tests hold it shared, heavy ones exclusive. Envs run in parallel, and one
+    env's 4 workers and 10,000 tasks made another's recurring tasks on SQLite start late.
+    The wait happens before pytest-timeout starts its clock (this wrapper is outside it) and
+    is not part of the test's duration.
+    """
+    path = os.environ.get("TASKSHED_SLOW_TEST_LOCK")
+    if not path or item.get_closest_marker("slow") is None:
+        return (yield)
+    import fcntl
+
+    with open(path, "a") as lock:
+        heavy = item.get_closest_marker("heavy") is not None
+        fcntl.flock(lock, fcntl.LOCK_EX if heavy else fcntl.LOCK_SH)
+        try:
+            return (yield)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -101,6 +141,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     for status in config.stash[services_key]:
         state = "reachable" if status.error is None else f"UNREACHABLE: {status.error}"
         lines.append(f"taskshed: {status.name} at {status.url} {state}")
+    if lock := os.environ.get("TASKSHED_SLOW_TEST_LOCK"):
+        lines.append(f"taskshed: slow tests share the lock {lock}, heavy ones alone")
     return lines
 
 

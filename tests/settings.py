@@ -5,6 +5,9 @@ file. ``REDIS_URL`` selects channels_redis (unless ``TASKSHED_TEST_LAYER=memory`
 means the in-memory channel layer.
 The SQLite file lives in ``TASKSHED_TEST_TMPDIR`` (created once, then inherited through the
 environment) so that ``runtaskworker`` subprocesses started by the tests share it.
+On a database server, ``TASKSHED_TEST_DATABASE`` names the test database (Django's default is
+``test_`` + the database name): tox gives each environment its own, so that environments can
+run in parallel against one server.
 """
 
 import json
@@ -81,7 +84,12 @@ def _database_from_env() -> dict:
             "NAME": str(TEST_TMPDIR / "db.sqlite3"),
             "TEST": {"NAME": str(TEST_TMPDIR / "test_db.sqlite3")},
         }
-    return dj_database_url.parse(url)
+    database = dj_database_url.parse(url)
+    if test_name := os.environ.get("TASKSHED_TEST_DATABASE"):
+        # Letters, digits and underscores only (tox env names have dashes).
+        test_name = "".join(c if c.isalnum() else "_" for c in test_name)
+        database.setdefault("TEST", {})["NAME"] = test_name
+    return database
 
 
 def _tune_database(database: dict) -> dict:

@@ -63,6 +63,7 @@ def stop(*processes: Any, timeout: float = 30) -> list[int]:
 # --- many workers, one table -------------------------------------------------------------------
 
 
+@pytest.mark.heavy
 @pytest.mark.timeout(240)
 def test_many_workers_run_every_one_off_task_exactly_once(worker_procs):
     workers, count = (2, 2_000) if on_sqlite() else (4, 10_000)
