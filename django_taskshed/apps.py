@@ -1,4 +1,4 @@
-"""App configuration: registers system checks and signals, discovers callbacks, and syncs the
+"""App configuration: registers system checks and receivers, discovers callbacks, and syncs the
 schedules declared in code after ``migrate``."""
 
 from django.apps import AppConfig
@@ -13,7 +13,7 @@ class TaskshedConfig(AppConfig):
     def ready(self) -> None:
         from django.utils.module_loading import autodiscover_modules
 
-        from . import checks, signals  # noqa: F401  (registers checks and signal handlers)
+        from . import checks, receivers  # noqa: F401  (registers checks and model receivers)
 
         autodiscover_modules("tasks")
-        post_migrate.connect(signals.sync_declared_schedules, sender=self)
+        post_migrate.connect(receivers.sync_declared_schedules, sender=self)

@@ -1,37 +1,33 @@
-"""Saves and deletes of Task rows (admin, ``Task.objects``) notify workers after commit; after
-``migrate``, the schedules declared in code are synced."""
+"""Signals a worker sends, in its own process, around each run of a task.
+
+Connect receivers to feed error trackers, metrics or tracing without wrapping callbacks::
+
+    from django.dispatch import receiver
+    from django_taskshed.signals import task_finished
+
+
+    @receiver(task_finished)
+    def count(sender, outcome, callback, **kwargs): ...
+
+``task_started`` and ``task_finished`` both pass ``task_id``, ``callback``, ``scheduled_for``
+(the run's ``run_at``), ``started_at``, ``attempt`` (1 for a first attempt) and ``worker_id``;
+``task_finished`` adds ``finished_at``, ``outcome`` (``"succeeded"``, ``"failed"`` or
+``"timed_out"``) and ``exception`` (None on success). The sender is the ``Task`` model. A
+receiver that raises is logged; the run and the worker go on.
+"""
 
 from typing import Any
 
-from django.db import connections
-from django.db.models.signals import post_delete, post_save
-from django.dispatch import receiver
+from django.dispatch import Signal
 
 from .models import Task
-from .notifications import notify_on_commit
+
+task_started = Signal()
+task_finished = Signal()
 
 
-@receiver(post_save, sender=Task, dispatch_uid="django_taskshed.task_saved")
-def task_saved(
-    sender: type[Task], instance: Task, raw: bool = False, using: str = "default", **kwargs: Any
-) -> None:
-    if not raw:
-        notify_on_commit(None if instance.paused else instance.run_at, using)
-
-
-@receiver(post_delete, sender=Task, dispatch_uid="django_taskshed.task_deleted")
-def task_deleted(sender: type[Task], instance: Task, using: str = "default", **kwargs: Any) -> None:
-    notify_on_commit(None, using)
-
-
-def sync_declared_schedules(sender: Any, using: str = "default", **kwargs: Any) -> None:
-    """After ``migrate`` of the task table's database: write the declared schedules."""
-    from .datastores import DjangoDataStore
-    from .declared import sync_schedules
-
-    datastore = DjangoDataStore()
-    if using != datastore.using:
-        return
-    if Task._meta.db_table not in connections[using].introspection.table_names():
-        return  # migrated back to before the table
-    sync_schedules(datastore)
+def send(signal: Signal, **kwargs: Any) -> None:
+    """Send ``signal`` from ``Task``. A receiver that raises is logged by Django's
+    ``Signal.send_robust`` (logger ``django.dispatch``, with its traceback), never raised."""
+    if signal.receivers:
+        signal.send_robust(sender=Task, **kwargs)

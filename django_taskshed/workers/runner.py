@@ -18,6 +18,7 @@ from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 from django.utils import timezone
 
+from .. import signals
 from ..conf import taskshed_settings
 from ..datastores import ClaimedTask, Outcome
 from ..exceptions import BadTaskError, TaskTimeoutError
@@ -49,16 +50,23 @@ async def run_claim(
     callbacks: Mapping[str, Callable[..., Any]],
     executor: ThreadPoolExecutor,
     sync_running: set[str],
+    worker_id: str,
 ) -> Outcome:
     """Run ``claim`` at its ``run_at`` (it may be claimed a moment early) and say how it ended.
 
     While a sync callback runs, its task id is in ``sync_running``: its thread cannot be
-    cancelled, so the worker keeps its lease at shutdown until it returns.
+    cancelled, so the worker keeps its lease at shutdown until it returns. ``task_started``
+    and ``task_finished`` go to their receivers in this process.
     """
     early = (claim.run_at - timezone.now()).total_seconds()
     if early > 0:
         await asyncio.sleep(early)
     started = timezone.now()
+    about = {
+        "task_id": claim.task_id, "callback": claim.callback, "scheduled_for": claim.run_at,
+        "started_at": started, "attempt": claim.attempts + 1, "worker_id": worker_id,
+    }  # fmt: skip
+    signals.send(signals.task_started, **about)
     try:
         func = resolve(callbacks, claim)
         if not inspect.iscoroutinefunction(func):
@@ -66,17 +74,26 @@ async def run_claim(
         await invoke(func, claim, timeout_of(claim), executor)
     except Exception as exc:
         logger.error("task %s (%s) failed: %s", claim.task_id, claim.callback, exc, exc_info=exc)
+        finished = timezone.now()
+        outcome = "timed_out" if isinstance(exc, TaskTimeoutError) else "failed"
+        signals.send(
+            signals.task_finished, finished_at=finished, outcome=outcome, exception=exc, **about
+        )
         return failed(
             claim,
             exc,
             started,
-            timezone.now(),
+            finished,
             max_retries=taskshed_settings.MAX_RETRIES,
             backoff=taskshed_settings.RETRY_BACKOFF,
         )
     finally:
         sync_running.discard(claim.task_id)
-    return succeeded(claim, started, timezone.now())
+    finished = timezone.now()
+    signals.send(
+        signals.task_finished, finished_at=finished, outcome="succeeded", exception=None, **about
+    )
+    return succeeded(claim, started, finished)
 
 
 def timeout_of(claim: ClaimedTask) -> float | None:

@@ -159,8 +159,8 @@ class EventDrivenWorker:
     def _begin(self, claim: ClaimedTask) -> None:
         self.claimed_count += 1
         self._settlement.hold(claim)
-        run = run_claim(claim, self.callbacks or {}, self._executor, self._inflight.sync_running)
-        self._inflight.start(claim, run)
+        args = (self.callbacks or {}, self._executor, self._inflight.sync_running, self.worker_id)
+        self._inflight.start(claim, run_claim(claim, *args))
 
     async def _drain(self) -> None:
         """Finish in-flight work within the shutdown timeout, release the rest, unregister
