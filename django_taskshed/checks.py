@@ -2,6 +2,7 @@
 
 import re
 from collections.abc import Callable
+from datetime import timedelta
 from numbers import Real
 from typing import Any
 
@@ -58,6 +59,12 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "RETRY_BACKOFF": (_non_negative_number, "a non-negative number of seconds"),
     "TIMEOUT": (lambda v: v is None or _positive_number(v), "None or a positive number of seconds"),
     "KWARGS_MAX_BYTES": (_count(1), "a positive integer"),
+    "HISTORY": (lambda v: type(v) is bool, "True or False"),
+    "HISTORY_RETENTION": (
+        lambda v: _positive_number(v) or (isinstance(v, timedelta) and v > timedelta(0)),
+        "a positive timedelta or number of seconds",
+    ),
+    "HISTORY_MAX_RESULT_BYTES": (_count(0), "a non-negative integer"),
     "SCHEDULES": (
         lambda v: isinstance(v, dict) and all(isinstance(k, str) and k for k in v),
         "a dict of schedule name (the task_id) -> schedule dict",

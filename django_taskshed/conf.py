@@ -1,5 +1,6 @@
 """The ``TASKSHED`` settings dict, read lazily so ``override_settings`` works."""
 
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -18,6 +19,9 @@ DEFAULTS: dict[str, Any] = {
     "TIMEOUT": None,
     "KWARGS_MAX_BYTES": 65536,
     "SCHEDULES": {},
+    "HISTORY": True,
+    "HISTORY_RETENTION": timedelta(days=7),
+    "HISTORY_MAX_RESULT_BYTES": 65536,
 }
 
 

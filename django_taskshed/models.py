@@ -221,6 +221,50 @@ class WorkerRecord(models.Model):
         return f"{self.worker_id} ({self.hostname}:{self.pid})"
 
 
+class RunOutcome(models.TextChoices):
+    SUCCEEDED = "succeeded", "succeeded"
+    FAILED = "failed", "failed"
+    TIMED_OUT = "timed_out", "timed out"
+    ABANDONED = "abandoned", "abandoned"
+    COALESCED = "coalesced", "coalesced"
+    SKIPPED_PAUSED = "skipped_paused", "skipped while paused"
+
+
+class TaskRun(models.Model):
+    """One attempt to run a task (or occurrences that did not run), written by the worker in
+    the same transaction as the task's own result; kept after the task is gone."""
+
+    task_id = models.CharField(max_length=ID_MAX_LENGTH)
+    callback = models.CharField(max_length=CALLBACK_MAX_LENGTH)
+    group_id = models.CharField(max_length=ID_MAX_LENGTH, null=True, blank=True)  # noqa: DJ001
+    scheduled_for = models.DateTimeField(help_text="The task's run_at when it was claimed.")
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=16, choices=RunOutcome.choices)
+    attempt = models.PositiveIntegerField(default=1, help_text="1 for the first attempt.")
+    worker_id = models.CharField(max_length=ID_MAX_LENGTH, blank=True, default="")
+    error = models.TextField(blank=True, default="", help_text="The failure, one line.")
+    traceback = models.TextField(blank=True, default="")
+    return_value = models.JSONField(null=True, blank=True)
+    return_value_omitted = models.BooleanField(
+        default=False, help_text="The value was not JSON or over HISTORY_MAX_RESULT_BYTES."
+    )
+    missed = models.PositiveIntegerField(default=0, help_text="Occurrences that did not run.")
+    missed_from = models.DateTimeField(null=True, blank=True)
+    missed_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        indexes = [
+            models.Index(fields=["-started_at", "-id"], name="taskshed_run_started_idx"),
+            models.Index(fields=["task_id", "-started_at"], name="taskshed_run_task_idx"),
+        ]
+        verbose_name = "task run"
+
+    def __str__(self) -> str:
+        return f"{self.task_id} {self.outcome} at {self.started_at or self.scheduled_for}"
+
+
 @dataclass(frozen=True, slots=True)
 class TaskExecutionTime:
     """A task's new next occurrence, for ``update_execution_times()``."""

@@ -41,6 +41,9 @@ VALID = {
     "TIMEOUT": 2.5,
     "KWARGS_MAX_BYTES": 2,  # room for the schedule's {}
     "SCHEDULES": {"nightly": {"callback": "callback", "cron": "30 2 * * *"}},
+    "HISTORY": False,
+    "HISTORY_RETENTION": timedelta(days=1),
+    "HISTORY_MAX_RESULT_BYTES": 0,
 }
 
 BAD = {
@@ -64,6 +67,9 @@ BAD = {
     "TIMEOUT": [0, -1, "30", True, timedelta(seconds=30)],
     "KWARGS_MAX_BYTES": [0, -1, 1.5, "1024", True, None],
     "SCHEDULES": [None, [], "nightly", {"": {"callback": "callback", "interval": 60}}],
+    "HISTORY": [0, 1, "yes", None],
+    "HISTORY_RETENTION": [0, -1, timedelta(0), "7 days", None, True],
+    "HISTORY_MAX_RESULT_BYTES": [-1, 1.5, "10", True, None],
 }
 BAD_CASES = [
     pytest.param(key, value, id=f"{key}={value!r}")

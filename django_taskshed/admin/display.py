@@ -38,3 +38,12 @@ def local_time(moment: datetime | None, now: datetime) -> str:
     local = timezone.localtime(moment)
     today = timezone.localtime(now).date()
     return local.strftime("%H:%M:%S" if local.date() == today else "%Y-%m-%d %H:%M")
+
+
+def seconds(span: timedelta) -> str:
+    """``"0.012 s"``, ``"4.5 s"``, ``"3 min 20 s"``: a lateness or a duration."""
+    total = span.total_seconds()
+    if abs(total) < 60:
+        return f"{total:.3g} s" if abs(total) < 10 else f"{total:.1f} s"
+    minutes, rest = divmod(round(total), 60)
+    return f"{minutes} min {rest} s"

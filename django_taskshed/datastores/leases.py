@@ -5,6 +5,7 @@ Each operation is one transactional step, run by the worker on a database thread
 on PostgreSQL results are written one statement per kind (``hotpath``).
 """
 
+import logging
 import uuid
 from collections.abc import Iterable
 from contextlib import nullcontext
@@ -12,18 +13,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import connections, transaction
+from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
 from ..django_internals import delete_without_signals
-from ..models import Task, TaskQuerySet
+from ..models import Task, TaskQuerySet, TaskRun
 from . import hotpath
 from .tasks import TaskOperations
+
+logger = logging.getLogger(__name__)
 
 CLAIM_FIELDS = (
     "task_id", "callback", "kwargs", "run_at", "run_type", "interval", "coalesce",
     "max_retries", "timeout", "attempts", "updated_at", "cron", "timezone", "on_nonexistent",
-    "on_ambiguous",
+    "on_ambiguous", "group_id",
 )  # fmt: skip
 LEASE_CLEARED = {"lease_owner": None, "lease_expires_at": None, "claim_token": None}
 
@@ -47,6 +50,7 @@ class ClaimedTask:
     timezone: str
     on_nonexistent: str
     on_ambiguous: str
+    group_id: str | None
     claim_token: str
 
 
@@ -57,6 +61,7 @@ class Outcome:
     claim: ClaimedTask
     delete: bool = False
     changes: dict[str, Any] = field(default_factory=dict)
+    run: TaskRun | None = None  # the run history's row, written with the result
 
 
 @dataclass(slots=True)
@@ -161,6 +166,7 @@ class LeaseOperations(TaskOperations):
             if report.edited:
                 stamp = {"last_run_at": timezone.now(), **LEASE_CLEARED}
                 tasks.filter(pk__in=report.edited).update(**stamp)
+            self._record_runs([by_id[task_id] for task_id in held])
         report.settled += len(kept)
         return report
 
@@ -174,9 +180,10 @@ class LeaseOperations(TaskOperations):
             elif outcome.changes.keys() <= hotpath.ARRAY_TYPES.keys():
                 groups.setdefault(tuple(sorted(outcome.changes)), []).append(outcome)
         written: set[str] = set()
-        # One statement needs no transaction (and no round trip to commit); several share one,
-        # so that a failure part-way leaves the whole batch to be written again.
-        with transaction.atomic(using=self.using) if len(groups) > 1 else nullcontext():
+        # One statement needs no transaction (and no round trip to commit); several, or history
+        # rows, share one, so that a failure part-way leaves the whole batch to be written again.
+        runs = any(outcome.run is not None for outcome in by_id.values())
+        with transaction.atomic(using=self.using) if len(groups) > 1 or runs else nullcontext():
             for columns, group in groups.items():
                 claims = [outcome.claim for outcome in group]
                 if columns is None:
@@ -184,9 +191,22 @@ class LeaseOperations(TaskOperations):
                 else:
                     values = [[outcome.changes[c] for outcome in group] for c in columns]
                     written |= hotpath.update_fenced(self.using, worker_id, claims, columns, values)
+            self._record_runs([by_id[task_id] for task_id in written])
         for task_id in written:
             del by_id[task_id]
         return len(written)
+
+    def _record_runs(self, outcomes: list[Outcome]) -> None:
+        """Write the history rows of results written in this transaction, in one statement,
+        in a savepoint: a history write that fails is logged and leaves the results."""
+        runs = [outcome.run for outcome in outcomes if outcome.run is not None]
+        if not runs:
+            return
+        try:
+            with transaction.atomic(using=self.using):
+                TaskRun.objects.using(self.using).bulk_create(runs, batch_size=500)
+        except DatabaseError:
+            logger.exception("could not record %d task run(s) in the history", len(runs))
 
     def next_free_run_at(self) -> datetime | None:
         """The earliest run_at of a task free to run (runnable, no lease); None if none is."""

@@ -9,6 +9,7 @@ import os
 import traceback
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime
 from functools import lru_cache, partial
 from typing import Any
@@ -24,6 +25,7 @@ from ..datastores import ClaimedTask, Outcome
 from ..exceptions import BadTaskError, TaskTimeoutError
 from ..models import RunType
 from ..occurrences import next_run, retry_delay
+from .history import run_row
 
 REPEATING = (RunType.RECURRING, RunType.CRON)
 
@@ -71,29 +73,27 @@ async def run_claim(
         func = resolve(callbacks, claim)
         if not inspect.iscoroutinefunction(func):
             sync_running.add(claim.task_id)
-        await invoke(func, claim, timeout_of(claim), executor)
+        value = await invoke(func, claim, timeout_of(claim), executor)
     except Exception as exc:
         logger.error("task %s (%s) failed: %s", claim.task_id, claim.callback, exc, exc_info=exc)
         finished = timezone.now()
-        outcome = "timed_out" if isinstance(exc, TaskTimeoutError) else "failed"
+        kind = "timed_out" if isinstance(exc, TaskTimeoutError) else "failed"
         signals.send(
-            signals.task_finished, finished_at=finished, outcome=outcome, exception=exc, **about
+            signals.task_finished, finished_at=finished, outcome=kind, exception=exc, **about
         )
-        return failed(
-            claim,
-            exc,
-            started,
-            finished,
-            max_retries=taskshed_settings.MAX_RETRIES,
-            backoff=taskshed_settings.RETRY_BACKOFF,
-        )
+        retries, backoff = taskshed_settings.MAX_RETRIES, taskshed_settings.RETRY_BACKOFF
+        outcome = failed(claim, exc, started, finished, max_retries=retries, backoff=backoff)
+        run = run_row(claim, outcome, kind, started, finished, worker_id)
+        return replace(outcome, run=run)
     finally:
         sync_running.discard(claim.task_id)
     finished = timezone.now()
     signals.send(
         signals.task_finished, finished_at=finished, outcome="succeeded", exception=None, **about
     )
-    return succeeded(claim, started, finished)
+    outcome = succeeded(claim, started, finished)
+    run = run_row(claim, outcome, "succeeded", started, finished, worker_id, value)
+    return replace(outcome, run=run)
 
 
 def timeout_of(claim: ClaimedTask) -> float | None:
@@ -147,21 +147,20 @@ async def invoke(
     claim: ClaimedTask,
     timeout: float | None,
     executor: ThreadPoolExecutor,
-) -> None:
-    """Run ``func(**kwargs)``: a coroutine function on this loop, anything else in a thread.
+) -> Any:
+    """Run ``func(**kwargs)``: a coroutine function on this loop, anything else in a thread;
+    its return value.
 
     A sync callback cannot be interrupted: past its timeout it is reported as timed out
     once its thread has returned, so the task is never run twice at once.
     """
     if inspect.iscoroutinefunction(func):
         if timeout is None:
-            await func(**claim.kwargs)
-            return
+            return await func(**claim.kwargs)
         try:
-            await asyncio.wait_for(func(**claim.kwargs), timeout)
+            return await asyncio.wait_for(func(**claim.kwargs), timeout)
         except asyncio.TimeoutError:
             raise TaskTimeoutError(claim.task_id, timeout or 0) from None
-        return
     call = sync_to_async(
         partial(_call_sync, func, claim.kwargs), thread_sensitive=False, executor=executor
     )
@@ -172,7 +171,8 @@ async def invoke(
         await asyncio.gather(future, return_exceptions=True)
         raise TaskTimeoutError(claim.task_id, timeout or 0) from None
     if inspect.isawaitable(result):
-        await asyncio.wait_for(result, timeout)
+        return await asyncio.wait_for(result, timeout)
+    return result
 
 
 def user_traceback(exc: BaseException) -> str:

@@ -1,0 +1,196 @@
+"""Run history: one ``TaskRun`` row per attempt, written with the worker's results."""
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from django_taskshed.datastores import DjangoDataStore, Outcome
+from django_taskshed.models import Task, TaskRun
+from django_taskshed.schedulers import AsyncScheduler, SyncScheduler
+from django_taskshed.workers import EventDrivenWorker
+from tests.waiting import eventually
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30)]
+
+FAST = {"poll_interval": 0.1}
+
+
+async def ok():
+    return {"answer": 42}
+
+
+async def big():
+    return "x" * 100
+
+
+async def opaque():
+    return object()
+
+
+async def boom():
+    raise ZeroDivisionError("boom")
+
+
+async def slow():
+    await asyncio.sleep(5)
+
+
+CALLBACKS = {"ok": ok, "big": big, "opaque": opaque, "boom": boom, "slow": slow}
+
+
+async def runs_of(task_id: str) -> list[TaskRun]:
+    return [run async for run in TaskRun.objects.filter(task_id=task_id).order_by("id")]
+
+
+async def drain(*tasks: Task, count: int, **options) -> EventDrivenWorker:
+    """Add ``tasks``, run a worker until ``count`` runs are recorded, stop it."""
+    await AsyncScheduler().add_tasks(list(tasks))
+    worker = EventDrivenWorker(CALLBACKS, **{**FAST, **options})
+    await worker.start()
+    try:
+        await eventually(lambda: _recorded(count), timeout=10, what=f"{count} recorded runs")
+    finally:
+        await worker.shutdown()
+    return worker
+
+
+async def _recorded(count: int) -> bool:
+    return await TaskRun.objects.acount() >= count
+
+
+def task(task_id: str, callback: str, **fields) -> Task:
+    return Task(task_id=task_id, callback=callback, run_at=timezone.now(), **fields)
+
+
+async def test_each_outcome_is_one_row_with_its_fields(settings):
+    settings.TASKSHED = {"HISTORY_MAX_RESULT_BYTES": 50}
+    tasks = [
+        task("good", "ok", group_id="g"),
+        task("bad", "boom"),
+        task("late", "slow", timeout=timedelta(seconds=0.2)),
+        task("big", "big"),
+        task("opaque", "opaque"),
+    ]
+    worker = await drain(*tasks, count=5)
+    (good,) = await runs_of("good")
+    assert (good.outcome, good.callback, good.group_id, good.attempt) == ("succeeded", "ok", "g", 1)
+    assert (good.return_value, good.return_value_omitted) == ({"answer": 42}, False)
+    assert good.worker_id == worker.worker_id
+    assert good.scheduled_for <= good.started_at <= good.finished_at
+    assert not await Task.objects.filter(pk="good").aexists()  # the task is gone, its run stays
+    (bad,) = await runs_of("bad")
+    assert bad.outcome == "failed" and bad.error == "ZeroDivisionError: boom"
+    assert "raise ZeroDivisionError" in bad.traceback and bad.return_value is None
+    (late,) = await runs_of("late")
+    assert late.outcome == "timed_out" and "timed out after 0.2 s" in late.error
+    for task_id in ("big", "opaque"):  # over the size limit; not JSON
+        (run,) = await runs_of(task_id)
+        assert (run.outcome, run.return_value, run.return_value_omitted) == (
+            "succeeded",
+            None,
+            True,
+        )
+
+
+async def test_retries_are_rows_of_their_own(settings):
+    settings.TASKSHED = {"MAX_RETRIES": 2, "RETRY_BACKOFF": 0}
+    await drain(task("flaky", "boom"), count=3)
+    runs = await runs_of("flaky")
+    assert [(run.attempt, run.outcome) for run in runs] == [
+        (1, "failed"),
+        (2, "failed"),
+        (3, "failed"),
+    ]
+
+
+async def test_history_off_writes_nothing(settings):
+    settings.TASKSHED = {"HISTORY": False}
+    await AsyncScheduler().add_tasks([task("quiet", "ok")])
+    worker = EventDrivenWorker(CALLBACKS, **FAST)
+    await worker.start()
+    try:
+        await eventually(lambda: _gone("quiet"), what="the task to run")
+    finally:
+        await worker.shutdown()
+    assert await TaskRun.objects.acount() == 0
+
+
+async def _gone(task_id: str) -> bool:
+    return not await Task.objects.filter(pk=task_id).aexists()
+
+
+def claimed(store: DjangoDataStore, *task_ids: str):
+    SyncScheduler().add_tasks([task(task_id, "ok") for task_id in task_ids])
+    return {claim.task_id: claim for claim in store.claim_due_tasks("w1", 10, 60)}
+
+
+def row_for(claim) -> TaskRun:
+    now = timezone.now()
+    return TaskRun(
+        task_id=claim.task_id, callback=claim.callback, scheduled_for=claim.run_at,
+        started_at=now, finished_at=now, outcome="succeeded", worker_id="w1",
+    )  # fmt: skip
+
+
+def test_a_lost_lease_writes_no_row_and_a_written_result_no_second_one():
+    store = DjangoDataStore()
+    claims = claimed(store, "kept", "lost")
+    Task.objects.filter(pk="lost").update(claim_token="someone-else")
+    outcomes = [Outcome(claim, delete=True, run=row_for(claim)) for claim in claims.values()]
+    report = store.settle("w1", outcomes)
+    assert report.lost == ["lost"]
+    assert list(TaskRun.objects.values_list("task_id", flat=True)) == ["kept"]
+    again = store.settle("w1", outcomes)  # a retried batch: nothing is held any more
+    assert sorted(again.lost) == ["kept", "lost"]
+    assert TaskRun.objects.count() == 1
+
+
+def test_a_failing_history_write_is_logged_and_keeps_the_result(monkeypatch, caplog):
+    store = DjangoDataStore()
+    claims = claimed(store, "one")
+    from django.db import DatabaseError
+    from django.db.models import QuerySet
+
+    def refuse(*args, **kwargs):
+        raise DatabaseError("history table unavailable")
+
+    monkeypatch.setattr(QuerySet, "bulk_create", refuse)  # only the history writes with it
+    report = store.settle("w1", [Outcome(claims["one"], delete=True, run=row_for(claims["one"]))])
+    assert report.settled == 1 and not Task.objects.filter(pk="one").exists()
+    assert "could not record 1 task run(s)" in caplog.text
+    monkeypatch.undo()
+    assert TaskRun.objects.count() == 0
+
+
+@pytest.mark.slow
+def test_a_real_worker_records_its_runs(worker_procs):
+    SyncScheduler().add_tasks(
+        [
+            Task(task_id="r-ok", callback="record", kwargs={"key": "r-ok"}),
+            Task(task_id="r-fail", callback="fail", kwargs={"key": "r-fail"}),
+        ]
+    )
+    worker = worker_procs.start("hist-1", "--poll-interval", "0.2")
+    worker_procs.wait_until(lambda: TaskRun.objects.count() >= 2, 20, "two recorded runs")
+    runs = {run.task_id: run for run in TaskRun.objects.all()}
+    assert (runs["r-ok"].outcome, runs["r-fail"].outcome) == ("succeeded", "failed")
+    assert {run.worker_id for run in runs.values()} == {"hist-1"}
+    worker.stop()
+
+
+@pytest.mark.django_db
+def test_the_admin_lists_runs_read_only_with_lateness_and_duration(admin_client):
+    from django.urls import reverse
+
+    now = timezone.now()
+    TaskRun.objects.create(
+        task_id="nightly", callback="ok", scheduled_for=now - timedelta(seconds=3),
+        started_at=now - timedelta(seconds=2.5), finished_at=now, outcome="succeeded",
+    )  # fmt: skip
+    response = admin_client.get(reverse("admin:django_taskshed_taskrun_changelist"))
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "nightly" in page and "0.5 s" in page and "2.5 s" in page
+    assert admin_client.get(reverse("admin:django_taskshed_taskrun_add")).status_code == 403
