@@ -81,6 +81,7 @@ SCHEDULES = {
     "cron": {"run_type": "cron", "cron": "0 0 1 1 *", "timezone": "UTC"},
 }
 TARGET_CRON_SHARE = 0.85  # cron tasks/s over interval tasks/s, issue #9
+TARGET_HISTORY_SHARE = 0.85  # tasks/s with the run history on over off, issue #10
 
 
 @dataclass
@@ -136,6 +137,7 @@ class Bench:
     def run(
         self, flags: list[str], count: int, wrapper: list[str] | None = None,
         extra_env: dict[str, str] | None = None, kind: str = "once",
+        taskshed: dict[str, Any] | None = None,
     ) -> dict[str, Any]:  # fmt: skip
         """One run; its figures in seconds from T0, CPU seconds, and the server's statistics."""
         self.counter += 1
@@ -148,7 +150,9 @@ class Bench:
             raise RuntimeError("inserting took too long for --lead; raise --lead")
         pg = self.postgres
         database = self.target.django_settings(application_name=WORKER_APP_NAME if pg else None)
-        env = bench_settings.environment(database, None, {"CHANNEL_LAYER": None})
+        env = bench_settings.environment(
+            database, None, {"CHANNEL_LAYER": None, **(taskshed or {})}
+        )
         env |= {bench_callbacks.STATS_ENV: stats_path, **(extra_env or {})}
         flags = [*flags, "--max-tasks", str(count)]
         worker = WorkerProcess(env, flags, self.log_dir, name, wrapper=wrapper or [])
@@ -208,8 +212,11 @@ class Bench:
             self.measure_one(config, count, f"run {number}/{runs}")
         return config
 
-    def measure_one(self, config: Config, count: int, what: str, kind: str = "once") -> None:
-        run = self.run(config.flags, count, kind=kind)
+    def measure_one(
+        self, config: Config, count: int, what: str, kind: str = "once",
+        taskshed: dict[str, Any] | None = None,
+    ) -> None:  # fmt: skip
+        run = self.run(config.flags, count, kind=kind, taskshed=taskshed)
         config.runs.append(run)
         progress(
             f"{self.target.title} {config.label}: {what}: {run['rate']:,.0f} tasks/s,"
@@ -218,6 +225,17 @@ class Bench:
         )
         if run["calls"] != count or run["left"] != 0:
             raise RuntimeError(f"run lost work: {run['calls']} calls, {run['left']} tasks left")
+
+    def measure_history(self, count: int, runs: int) -> list[Config]:
+        """One-off tasks with the run history on and off, default flags, runs alternating."""
+        configs = [Config(f"history {state}", []) for state in ("on", "off")]
+        self.run([], min(count, 500))  # warm-up: caches, first connections
+        for number in range(1, runs + 1):
+            for history, config in zip((True, False), configs, strict=True):
+                self.measure_one(
+                    config, count, f"run {number}/{runs}", taskshed={"HISTORY": history}
+                )
+        return configs
 
     def measure_schedules(self, count: int, runs: int) -> list[Config]:
         """Interval and cron tasks, default flags, their runs alternating (noise falls on both)."""
@@ -423,6 +441,21 @@ def print_targets(results: list[tuple[Target, list[Config]]], count: int, quick:
         print("  (--quick: not the issue's size; indicative only)")
 
 
+def print_history_share(results: list[tuple[Target, list[Config]]], count: int) -> None:
+    """History on against off (``--history``): the share of the tasks/s medians."""
+    print(
+        f"\nTarget (issue #10, --history): one worker with the run history on drains at >="
+        f" {TARGET_HISTORY_SHARE:.0%} of the tasks/s with it off (same run, default flags)"
+    )
+    for target, (on, off) in results:
+        on_rate, off_rate = count / on.median("wall"), count / off.median("wall")
+        print(
+            f"  {target.title:<10} history on {on_rate:>8,.0f} tasks/s, off {off_rate:>8,.0f}"
+            f" tasks/s: {on_rate / off_rate:.0%} >= {TARGET_HISTORY_SHARE:.0%}:"
+            f" {verdict(on_rate / off_rate >= TARGET_HISTORY_SHARE)}"
+        )
+
+
 def print_schedule_share(results: list[tuple[Target, list[Config]]], count: int) -> None:
     """Cron against interval tasks (``--schedules``): the share of the tasks/s medians."""
     print(
@@ -463,6 +496,8 @@ def parse_args(argv: list[str] | None) -> Any:
         " alternating; prints cron's tasks/s as a share of interval's"
     )
     parser.add_argument("--schedules", action="store_true", help=what)
+    what = "also drain one-off tasks with the run history on and off (runs alternating)"
+    parser.add_argument("--history", action="store_true", help=what)
     args = parser.parse_args(argv)
     fill_defaults(args, tasks=(20_000, 2000), runs=(3, 1), lead=(5.0, 3.0), spread=(1.0, 0.1))
     if args.tasks < 1 or args.runs < 1:
@@ -513,6 +548,14 @@ def main(argv: list[str] | None = None) -> int:
             print_results(target, shares[-1][1], args.tasks)
         if shares:
             print_schedule_share(shares, args.tasks)
+        history = []
+        for target in targets if args.history and not args.profile_only else []:
+            history.append(
+                (target, Bench(target, args, log_dir).measure_history(args.tasks, args.runs))
+            )
+            print_results(target, history[-1][1], args.tasks)
+        if history:
+            print_history_share(history, args.tasks)
         print_end()
         for target in targets if args.profile or args.profile_only else []:
             bench = Bench(target, args, log_dir)

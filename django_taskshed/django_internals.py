@@ -32,3 +32,8 @@ def compiled_select(queryset: QuerySet[Any]) -> tuple[str, tuple[Any, ...]]:
     as a subquery of a hand-written statement."""
     sql, params = queryset.query.get_compiler(using=queryset.db).as_sql()
     return sql, tuple(params)
+
+
+def driver_cursor(cursor: Any) -> Any:
+    """The database driver's own cursor under a Django cursor (for psycopg's ``COPY``)."""
+    return cursor.cursor

@@ -11,6 +11,7 @@ from django.db.models.signals import post_delete
 from django_taskshed.django_internals import (
     compiled_select,
     delete_without_signals,
+    driver_cursor,
     on_commit_callbacks,
 )
 from django_taskshed.models import Task
@@ -64,3 +65,13 @@ def test_compiled_select_is_the_querysets_own_sql():
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         assert [row[0] for row in cursor.fetchall()] == ["a", "c"]
+
+
+def test_driver_cursor_is_the_drivers_own():
+    with connection.cursor() as cursor:
+        raw = driver_cursor(cursor)
+        assert raw is not cursor
+        raw.execute("SELECT 1")
+        assert raw.fetchone()[0] == 1
+        if connection.vendor == "postgresql":
+            assert callable(raw.copy)  # psycopg 3's COPY, which the run history uses

@@ -6,10 +6,11 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from django_taskshed.datastores import DjangoDataStore, Outcome
+from django_taskshed.datastores import DjangoDataStore, Outcome, runs
 from django_taskshed.models import Task, TaskRun
 from django_taskshed.schedulers import AsyncScheduler, SyncScheduler
 from django_taskshed.workers import EventDrivenWorker
+from django_taskshed.workers.history import run_row
 from tests.waiting import eventually
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30)]
@@ -126,12 +127,9 @@ def claimed(store: DjangoDataStore, *task_ids: str):
     return {claim.task_id: claim for claim in store.claim_due_tasks("w1", 10, 60)}
 
 
-def row_for(claim) -> TaskRun:
+def row_for(claim) -> tuple:
     now = timezone.now()
-    return TaskRun(
-        task_id=claim.task_id, callback=claim.callback, scheduled_for=claim.run_at,
-        started_at=now, finished_at=now, outcome="succeeded", worker_id="w1",
-    )  # fmt: skip
+    return run_row(claim, Outcome(claim, delete=True), "succeeded", now, now, "w1")
 
 
 def test_a_lost_lease_writes_no_row_and_a_written_result_no_second_one():
@@ -151,12 +149,11 @@ def test_a_failing_history_write_is_logged_and_keeps_the_result(monkeypatch, cap
     store = DjangoDataStore()
     claims = claimed(store, "one")
     from django.db import DatabaseError
-    from django.db.models import QuerySet
 
     def refuse(*args, **kwargs):
         raise DatabaseError("history table unavailable")
 
-    monkeypatch.setattr(QuerySet, "bulk_create", refuse)  # only the history writes with it
+    monkeypatch.setattr(runs, "insert_runs", refuse)
     report = store.settle("w1", [Outcome(claims["one"], delete=True, run=row_for(claims["one"]))])
     assert report.settled == 1 and not Task.objects.filter(pk="one").exists()
     assert "could not record 1 task run(s)" in caplog.text

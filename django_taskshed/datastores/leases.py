@@ -17,8 +17,9 @@ from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
 from ..django_internals import delete_without_signals
-from ..models import Task, TaskQuerySet, TaskRun
+from ..models import Task, TaskQuerySet
 from . import hotpath
+from . import runs as runs_sql
 from .tasks import TaskOperations
 
 logger = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class Outcome:
     claim: ClaimedTask
     delete: bool = False
     changes: dict[str, Any] = field(default_factory=dict)
-    run: TaskRun | None = None  # the run history's row, written with the result
+    run: tuple[Any, ...] | None = None  # the run history's row (``runs.RUN_COLUMNS``)
 
 
 @dataclass(slots=True)
@@ -204,7 +205,7 @@ class LeaseOperations(TaskOperations):
             return
         try:
             with transaction.atomic(using=self.using):
-                TaskRun.objects.using(self.using).bulk_create(runs, batch_size=500)
+                runs_sql.insert_runs(connections[self.using], runs)
         except DatabaseError:
             logger.exception("could not record %d task run(s) in the history", len(runs))
 

@@ -1,0 +1,40 @@
+"""Writing run history rows: one statement per batch, no model instances on the hot path."""
+
+from typing import Any
+
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+from ..django_internals import driver_cursor
+from ..models import TaskRun
+
+# A row, as the worker builds it (workers/history.py): these columns, in this order; missed,
+# missed_from and missed_until are 0/NULL for an attempt.
+RUN_COLUMNS = (
+    "task_id", "callback", "group_id", "scheduled_for", "started_at", "finished_at", "outcome",
+    "attempt", "worker_id", "error", "traceback", "return_value", "return_value_omitted",
+)  # fmt: skip
+DATETIMES = (3, 4, 5)
+CONSTANTS = {"missed": "0", "missed_from": "NULL", "missed_until": "NULL"}
+
+
+def insert_runs(connection: BaseDatabaseWrapper, rows: list[tuple[Any, ...]]) -> None:
+    """Insert history rows (``return_value`` as JSON text or None); the caller holds the
+    transaction. PostgreSQL takes them with ``COPY`` (measured: 20 µs a row against 35 for
+    an ``INSERT ... SELECT FROM unnest``), the others with one ``executemany``."""
+    qn = connection.ops.quote_name
+    columns = ", ".join(map(qn, (*RUN_COLUMNS, *CONSTANTS)))
+    table = qn(TaskRun._meta.db_table)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            constants = (0, None, None)
+            with driver_cursor(cursor).copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row((*row, *constants))
+            return
+        marks = ", ".join(["%s"] * len(RUN_COLUMNS) + list(CONSTANTS.values()))
+        adapt = connection.ops.adapt_datetimefield_value
+        adapted = [
+            [adapt(value) if i in DATETIMES else value for i, value in enumerate(row)]
+            for row in rows
+        ]
+        cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", adapted)
