@@ -191,3 +191,66 @@ def test_the_admin_lists_runs_read_only_with_lateness_and_duration(admin_client)
     page = response.content.decode()
     assert "nightly" in page and "0.5 s" in page and "2.5 s" in page
     assert admin_client.get(reverse("admin:django_taskshed_taskrun_add")).status_code == 403
+
+
+# --- retention ---------------------------------------------------------------------------------
+
+
+def old_and_new_runs(old: int, new: int) -> None:
+    now = timezone.now()
+    rows = [
+        TaskRun(
+            task_id=f"{age}-{i}", callback="ok", outcome="succeeded",
+            scheduled_for=now - timedelta(days=days), started_at=now - timedelta(days=days),
+        )
+        for age, days, count in (("old", 10, old), ("new", 1, new))
+        for i in range(count)
+    ]  # fmt: skip
+    rows.append(  # a run that did not happen: its age is its due time
+        TaskRun(task_id="coalesced", callback="ok", outcome="coalesced",
+                scheduled_for=now - timedelta(days=10), missed=3)
+    )  # fmt: skip
+    TaskRun.objects.bulk_create(rows)
+
+
+def test_prune_deletes_only_runs_past_the_retention_in_batches(django_assert_max_num_queries):
+    from django_taskshed.datastores.runs import PRUNE_BATCH, prune_runs
+
+    old_and_new_runs(old=PRUNE_BATCH + 5, new=3)
+    cut = timezone.now() - timedelta(days=7)
+    assert prune_runs("default", cut, max_batches=1) == PRUNE_BATCH  # one statement's worth
+    with django_assert_max_num_queries(4):
+        assert prune_runs("default", cut) == 6
+    assert sorted(TaskRun.objects.values_list("task_id", flat=True)) == ["new-0", "new-1", "new-2"]
+
+
+def test_prunetaskruns_uses_the_retention_or_older_than(settings):
+    import io
+
+    from django.core.management import call_command
+
+    old_and_new_runs(old=2, new=2)
+    settings.TASKSHED = {"HISTORY_RETENTION": timedelta(days=30)}
+    out = io.StringIO()
+    call_command("prunetaskruns", stdout=out)
+    assert "deleted 0 run(s)" in out.getvalue()
+    call_command("prunetaskruns", "--older-than", str(2 * 86400), stdout=out)
+    assert "deleted 3 run(s)" in out.getvalue()
+    assert TaskRun.objects.count() == 2
+
+
+def test_a_workers_heartbeat_prunes_at_most_once_a_minute(settings):
+    from django_taskshed.models import WorkerRecord
+    from django_taskshed.workers.heartbeat import Heartbeat
+
+    old_and_new_runs(old=3, new=1)
+    now = timezone.now()
+    record = WorkerRecord(
+        worker_id="pruner", hostname="h", pid=1, started_at=now, heartbeat_at=now, expires_at=now
+    )
+    beat = Heartbeat(record, DjangoDataStore(), 60, lambda: [], lambda: 0)
+    beat.beat()
+    assert TaskRun.objects.count() == 1
+    old_and_new_runs(old=2, new=0)
+    beat.beat()  # within the minute: nothing pruned
+    assert TaskRun.objects.count() == 4

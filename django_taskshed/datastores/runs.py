@@ -1,10 +1,14 @@
-"""Writing run history rows: one statement per batch, no model instances on the hot path."""
+"""Writing run history rows (one statement per batch, no model instances on the hot path),
+and pruning old ones in small batches."""
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Q
 
-from ..django_internals import driver_cursor
+from ..conf import taskshed_settings
+from ..django_internals import delete_without_signals, driver_cursor
 from ..models import TaskRun
 
 # A row, as the worker builds it (workers/history.py): these columns, in this order; missed,
@@ -15,6 +19,7 @@ RUN_COLUMNS = (
 )  # fmt: skip
 DATETIMES = (3, 4, 5)
 CONSTANTS = {"missed": "0", "missed_from": "NULL", "missed_until": "NULL"}
+PRUNE_BATCH = 1000  # rows per DELETE statement
 
 
 def insert_runs(connection: BaseDatabaseWrapper, rows: list[tuple[Any, ...]]) -> None:
@@ -38,3 +43,26 @@ def insert_runs(connection: BaseDatabaseWrapper, rows: list[tuple[Any, ...]]) ->
             for row in rows
         ]
         cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", adapted)
+
+
+def retention() -> timedelta:
+    """``TASKSHED["HISTORY_RETENTION"]`` as a timedelta (it may be given in seconds)."""
+    value = taskshed_settings.HISTORY_RETENTION
+    return value if isinstance(value, timedelta) else timedelta(seconds=value)
+
+
+def prune_runs(using: str, before: datetime, max_batches: int | None = None) -> int:
+    """Delete runs that started (or, not run, were due) before ``before``, at most
+    ``PRUNE_BATCH`` rows a statement and ``max_batches`` statements. Returns how many."""
+    old = Q(started_at__lt=before) | Q(started_at__isnull=True, scheduled_for__lt=before)
+    runs = TaskRun.objects.using(using)
+    deleted = batches = 0
+    while max_batches is None or batches < max_batches:
+        ids = list(runs.filter(old).order_by("id").values_list("id", flat=True)[:PRUNE_BATCH])
+        if not ids:
+            break
+        deleted += delete_without_signals(runs.filter(id__in=ids))
+        batches += 1
+        if len(ids) < PRUNE_BATCH:
+            break
+    return deleted

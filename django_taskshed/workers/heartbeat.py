@@ -6,16 +6,22 @@ event loop cannot starve it and leases of running tasks never lapse while the pr
 
 import logging
 import threading
+import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db import close_old_connections, connections
 from django.utils import timezone
 
+from ..conf import taskshed_settings
 from ..datastores import DjangoDataStore
+from ..datastores.runs import prune_runs, retention
 from ..models import WorkerRecord
 
 logger = logging.getLogger(__name__)
+
+PRUNE_EVERY = 60.0  # seconds between two prunes of the run history by one worker
+PRUNE_BATCHES = 10  # statements of at most 1,000 rows each per prune: the heartbeat stays short
 
 
 class Heartbeat:
@@ -36,6 +42,7 @@ class Heartbeat:
         self.interval = lease_seconds / 3
         self.held_tokens = held_tokens
         self.running = running
+        self._pruned_at: float | None = None  # monotonic time of this worker's last prune
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="taskshed-heartbeat", daemon=True)
 
@@ -69,6 +76,15 @@ class Heartbeat:
         self.record.running = self.running()
         self.record.save(using=self.using)
         WorkerRecord.objects.using(self.using).filter(expires_at__lt=now).delete()
+        self.prune_history(now)
+
+    def prune_history(self, now: datetime) -> None:
+        """At most once a minute: delete a few batches of runs past ``HISTORY_RETENTION``."""
+        if self._pruned_at is not None and time.monotonic() - self._pruned_at < PRUNE_EVERY:
+            return
+        self._pruned_at = time.monotonic()
+        if taskshed_settings.HISTORY:
+            prune_runs(self.using, now - retention(), max_batches=PRUNE_BATCHES)
 
     def unregister(self) -> None:
         WorkerRecord.objects.using(self.using).filter(pk=self.record.pk).delete()
