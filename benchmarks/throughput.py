@@ -80,8 +80,6 @@ SCHEDULES = {
     "interval": {"run_type": "recurring", "interval": timedelta(days=365)},
     "cron": {"run_type": "cron", "cron": "0 0 1 1 *", "timezone": "UTC"},
 }
-TARGET_CRON_SHARE = 0.85  # cron tasks/s over interval tasks/s, issue #9
-TARGET_HISTORY_SHARE = 0.85  # tasks/s with the run history on over off, issue #10
 
 
 @dataclass
@@ -226,24 +224,14 @@ class Bench:
         if run["calls"] != count or run["left"] != 0:
             raise RuntimeError(f"run lost work: {run['calls']} calls, {run['left']} tasks left")
 
-    def measure_history(self, count: int, runs: int) -> list[Config]:
-        """One-off tasks with the run history on and off, default flags, runs alternating."""
-        configs = [Config(f"history {state}", []) for state in ("on", "off")]
+    def measure_pair(self, count: int, runs: int, variants: list[tuple[str, dict]]) -> list[Config]:
+        """Two variants of a drain (``measure_one`` options), default flags, runs alternating so
+        that the machine's noise falls on both; the first is the baseline."""
+        configs = [Config(label, []) for label, _ in variants]
         self.run([], min(count, 500))  # warm-up: caches, first connections
         for number in range(1, runs + 1):
-            for history, config in zip((True, False), configs, strict=True):
-                self.measure_one(
-                    config, count, f"run {number}/{runs}", taskshed={"HISTORY": history}
-                )
-        return configs
-
-    def measure_schedules(self, count: int, runs: int) -> list[Config]:
-        """Interval and cron tasks, default flags, their runs alternating (noise falls on both)."""
-        configs = [Config(f"recurring: {kind}", []) for kind in SCHEDULES]
-        self.run([], min(count, 500), kind="cron")  # warm-up: caches, first connections
-        for number in range(1, runs + 1):
-            for kind, config in zip(SCHEDULES, configs, strict=True):
-                self.measure_one(config, count, f"run {number}/{runs}", kind)
+            for (_, options), config in zip(variants, configs, strict=True):
+                self.measure_one(config, count, f"run {number}/{runs}", **options)
         return configs
 
     def profile(self, label: str, flags: list[str], count: int) -> None:
@@ -441,34 +429,33 @@ def print_targets(results: list[tuple[Target, list[Config]]], count: int, quick:
         print("  (--quick: not the issue's size; indicative only)")
 
 
-def print_history_share(results: list[tuple[Target, list[Config]]], count: int) -> None:
-    """History on against off (``--history``): the share of the tasks/s medians."""
-    print(
-        f"\nTarget (issue #10, --history): one worker with the run history on drains at >="
-        f" {TARGET_HISTORY_SHARE:.0%} of the tasks/s with it off (same run, default flags)"
-    )
-    for target, (on, off) in results:
-        on_rate, off_rate = count / on.median("wall"), count / off.median("wall")
-        print(
-            f"  {target.title:<10} history on {on_rate:>8,.0f} tasks/s, off {off_rate:>8,.0f}"
-            f" tasks/s: {on_rate / off_rate:.0%} >= {TARGET_HISTORY_SHARE:.0%}:"
-            f" {verdict(on_rate / off_rate >= TARGET_HISTORY_SHARE)}"
-        )
+# --flag: (the heading of its target, the two variants (baseline first), the least share)
+COMPARISONS: dict[str, tuple[str, list[tuple[str, dict]], float]] = {
+    "schedules": (
+        "issue #9, --schedules: recurring cron tasks drain at >= {share} of the tasks/s of"
+        " interval tasks",
+        [("recurring: interval", {"kind": "interval"}), ("recurring: cron", {"kind": "cron"})],
+        0.85,
+    ),
+    "history": (
+        "issue #10, --history: one worker with the run history on drains at >= {share} of the"
+        " tasks/s with it off",
+        [("history off", {"taskshed": {"HISTORY": False}}), ("history on", {"taskshed": {}})],
+        0.85,
+    ),
+}
 
 
-def print_schedule_share(results: list[tuple[Target, list[Config]]], count: int) -> None:
-    """Cron against interval tasks (``--schedules``): the share of the tasks/s medians."""
-    print(
-        f"\nTarget (issue #9, --schedules): recurring cron tasks drain at >="
-        f" {TARGET_CRON_SHARE:.0%} of the tasks/s of interval tasks (same run, default flags)"
-    )
-    for target, (interval, cron) in results:
-        interval_rate, cron_rate = count / interval.median("wall"), count / cron.median("wall")
-        share = cron_rate / interval_rate
+def print_share(name: str, results: list[tuple[Target, list[Config]]], count: int) -> None:
+    """The second variant's tasks/s median as a share of the first's, against the target."""
+    heading, variants, least = COMPARISONS[name]
+    print(f"\nTarget ({heading.format(share=f'{least:.0%}')}; same run, default flags)")
+    for target, (base, other) in results:
+        base_rate, other_rate = count / base.median("wall"), count / other.median("wall")
+        share = other_rate / base_rate
         print(
-            f"  {target.title:<10} interval {interval_rate:>8,.0f} tasks/s, cron"
-            f" {cron_rate:>8,.0f} tasks/s: {share:.0%} >= {TARGET_CRON_SHARE:.0%}:"
-            f" {verdict(share >= TARGET_CRON_SHARE)}"
+            f"  {target.title:<10} {variants[0][0]} {base_rate:>8,.0f} tasks/s, {variants[1][0]}"
+            f" {other_rate:>8,.0f} tasks/s: {share:.0%} >= {least:.0%}: {verdict(share >= least)}"
         )
 
 
@@ -540,22 +527,15 @@ def main(argv: list[str] | None = None) -> int:
             print_results(target, results[-1][1], args.tasks)
         if results:
             print_targets(results, args.tasks, args.quick)
-        shares = []
-        for target in targets if args.schedules and not args.profile_only else []:
-            shares.append(
-                (target, Bench(target, args, log_dir).measure_schedules(args.tasks, args.runs))
-            )
-            print_results(target, shares[-1][1], args.tasks)
-        if shares:
-            print_schedule_share(shares, args.tasks)
-        history = []
-        for target in targets if args.history and not args.profile_only else []:
-            history.append(
-                (target, Bench(target, args, log_dir).measure_history(args.tasks, args.runs))
-            )
-            print_results(target, history[-1][1], args.tasks)
-        if history:
-            print_history_share(history, args.tasks)
+        for name in [n for n in COMPARISONS if getattr(args, n)] if not args.profile_only else []:
+            pairs = []
+            for target in targets:
+                bench = Bench(target, args, log_dir)
+                pairs.append(
+                    (target, bench.measure_pair(args.tasks, args.runs, COMPARISONS[name][1]))
+                )
+                print_results(target, pairs[-1][1], args.tasks)
+            print_share(name, pairs, args.tasks)
         print_end()
         for target in targets if args.profile or args.profile_only else []:
             bench = Bench(target, args, log_dir)
