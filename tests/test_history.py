@@ -254,3 +254,27 @@ def test_a_workers_heartbeat_prunes_at_most_once_a_minute(settings):
     old_and_new_runs(old=2, new=0)
     beat.beat()  # within the minute: nothing pruned
     assert TaskRun.objects.count() == 4
+
+
+@pytest.mark.django_db
+def test_a_tasks_page_shows_its_last_20_runs_and_links_to_the_rest(admin_client):
+    from django.urls import reverse
+
+    now = timezone.now()
+    Task.objects.create(task_id="daily", callback="ok", run_at=now + timedelta(days=1))
+    TaskRun.objects.bulk_create(
+        TaskRun(
+            task_id="daily", callback="ok", outcome="failed" if i == 24 else "succeeded",
+            scheduled_for=now - timedelta(days=25 - i), started_at=now - timedelta(days=25 - i),
+            finished_at=now - timedelta(days=25 - i) + timedelta(seconds=2),
+            error="ValueError: nope" if i == 24 else "",
+        )
+        for i in range(25)
+    )  # fmt: skip
+    TaskRun.objects.create(task_id="other", callback="ok", outcome="succeeded", scheduled_for=now)
+    page = admin_client.get(reverse("admin:django_taskshed_task_change", args=["daily"]))
+    html = page.content.decode()
+    section = html[html.lower().index("last 20 runs") :]
+    assert section.count("<li>") >= 20
+    assert "failed" in section and "ValueError: nope" in section and "(2 s)" in section
+    assert "taskrun/?q=daily" in section

@@ -3,19 +3,22 @@
 import contextvars
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import admin
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
 from ..cron import CronError, cron_schedule, describe
-from ..models import RunType, Task, TaskStatus
+from ..models import RunType, Task, TaskRun, TaskStatus
 from ..occurrences import upcoming_runs
-from .display import in_words, local_time, relative
+from .display import in_words, local_time, relative, seconds
 
 UPCOMING = 10
+RECENT_RUNS = 20
 DST_NOTES = {
     "moved": " [{local}: moved out of a daylight-saving gap]",
     "twice": " [{local}: a repeated hour, run in both passes]",
@@ -121,6 +124,35 @@ class TaskColumns:
         if not task.last_traceback:
             return "-"
         return format_html('<pre style="white-space:pre-wrap">{}</pre>', task.last_traceback)
+
+    @admin.display(description=f"last {RECENT_RUNS} runs")
+    def recent_runs(self, task: Task) -> str:
+        if not _stored(task):
+            return "-"
+        runs = TaskRun.objects.filter(task_id=task.task_id)
+        rows = [
+            (
+                local_time(run.started_at or run.scheduled_for, timezone.now()),
+                run.get_outcome_display(),
+                f" ({seconds(run.finished_at - run.started_at)})"
+                if run.started_at and run.finished_at
+                else "",
+                f": {run.error}" if run.error else "",
+            )
+            for run in runs.order_by("-started_at", "-id")[:RECENT_RUNS]
+        ]
+        if not rows:
+            return "no runs recorded"
+        link = (
+            reverse("admin:django_taskshed_taskrun_changelist")
+            + "?"
+            + urlencode({"q": task.task_id})
+        )
+        return format_html(
+            '<ol>{}</ol><a href="{}">all runs of this task</a>',
+            format_html_join("", "<li>{} {}{}{}</li>", rows),
+            link,
+        )
 
     @admin.display(description=f"next {UPCOMING} runs")
     def upcoming(self, task: Task) -> str:

@@ -52,7 +52,7 @@ class TaskAdmin(TaskColumns, TaskModelAdmin):
     readonly_fields = [
         "status_badge", "served_by", "upcoming", "lease_owner", "lease_expires_at", "attempts",
         "last_run_at", "failed_at", "last_error", "traceback", "paused_at", "created_at",
-        "updated_at", "declared_in_code",
+        "updated_at", "declared_in_code", "recent_runs",
     ]  # fmt: skip
     fieldsets = [
         (
@@ -99,6 +99,7 @@ class TaskAdmin(TaskColumns, TaskModelAdmin):
                 ]  # fmt: skip
             },
         ),
+        ("Runs", {"fields": ["recent_runs"]}),
         (
             "Lease and history",
             {
