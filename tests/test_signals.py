@@ -131,3 +131,27 @@ async def test_a_receiver_that_raises_is_logged_and_the_run_goes_on(caplog):
     ]
     assert len(errors) == 2  # one for task_started, one for task_finished
     assert all(isinstance(r.exc_info[1], RuntimeError) for r in errors)
+
+
+@pytest.mark.slow
+def test_a_real_worker_sends_task_finished_in_its_own_process(worker_procs):
+    from asgiref.sync import async_to_sync
+
+    from tests.testapp.models import Execution
+
+    async_to_sync(AsyncScheduler().add_tasks)(
+        [
+            Task(task_id="p-ok", callback="record", kwargs={"key": "p-ok"}),
+            Task(task_id="p-fail", callback="fail", kwargs={"key": "p-fail"}),
+        ]
+    )
+    worker = worker_procs.start(
+        "signals-1", "--poll-interval", "0.2", env={"TASKSHED_TEST_SIGNALS": "1"}
+    )
+    signalled = Execution.objects.filter(key__startswith="signal:")
+    worker_procs.wait_until(lambda: signalled.count() >= 2, 20, "two task_finished receipts")
+    got = {row.key: row for row in signalled}
+    assert (got["signal:p-ok"].callback, got["signal:p-fail"].callback) == ("succeeded", "failed")
+    assert {row.worker_pid for row in got.values()} == {worker.pid}  # sent in the worker's process
+    assert {row.value["worker_id"] for row in got.values()} == {"signals-1"}
+    assert {row.value["attempt"] for row in got.values()} == {1}

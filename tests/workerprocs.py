@@ -151,9 +151,12 @@ class WorkerFleet:
         taskshed: dict[str, Any] | None = None,
         wait: bool = True,
         timeout: float = 30.0,
+        env: dict[str, str] | None = None,
     ) -> WorkerProcess:
-        """Start ``runtaskworker --worker-id worker_id *args``; by default wait for its banner."""
-        process = WorkerProcess(worker_id, list(args), worker_env(taskshed), self.logdir)
+        """Start ``runtaskworker --worker-id worker_id *args``; by default wait for its banner.
+        ``env`` adds to the worker's environment."""
+        environment = {**worker_env(taskshed), **(env or {})}
+        process = WorkerProcess(worker_id, list(args), environment, self.logdir)
         self.processes.append(process)
         if wait:
             self.wait_until(process.banner, timeout, f"the start-up line of {worker_id}")

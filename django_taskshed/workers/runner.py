@@ -68,7 +68,7 @@ async def run_claim(
         "task_id": claim.task_id, "callback": claim.callback, "scheduled_for": claim.run_at,
         "started_at": started, "attempt": claim.attempts + 1, "worker_id": worker_id,
     }  # fmt: skip
-    signals.send(signals.task_started, **about)
+    await signals.asend(signals.task_started, **about)
     try:
         func = resolve(callbacks, claim)
         if not inspect.iscoroutinefunction(func):
@@ -78,7 +78,7 @@ async def run_claim(
         logger.error("task %s (%s) failed: %s", claim.task_id, claim.callback, exc, exc_info=exc)
         finished = timezone.now()
         kind = "timed_out" if isinstance(exc, TaskTimeoutError) else "failed"
-        signals.send(
+        await signals.asend(
             signals.task_finished, finished_at=finished, outcome=kind, exception=exc, **about
         )
         retries, backoff = taskshed_settings.MAX_RETRIES, taskshed_settings.RETRY_BACKOFF
@@ -88,7 +88,7 @@ async def run_claim(
     finally:
         sync_running.discard(claim.task_id)
     finished = timezone.now()
-    signals.send(
+    await signals.asend(
         signals.task_finished, finished_at=finished, outcome="succeeded", exception=None, **about
     )
     outcome = succeeded(claim, started, finished)

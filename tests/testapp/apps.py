@@ -6,3 +6,8 @@ from django.apps import AppConfig
 class TestappConfig(AppConfig):
     name = "tests.testapp"
     label = "testapp"
+
+    def ready(self) -> None:
+        from .receivers import connect
+
+        connect()
