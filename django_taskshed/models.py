@@ -137,6 +137,12 @@ class Task(models.Model):
     lease_owner = models.CharField(max_length=ID_MAX_LENGTH, null=True, blank=True)  # noqa: DJ001
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     claim_token = models.CharField(max_length=32, null=True, blank=True)  # noqa: DJ001
+    abandoned_by = models.CharField(  # noqa: DJ001
+        max_length=ID_MAX_LENGTH,
+        null=True,
+        blank=True,
+        help_text="Set by the last claim when the worker before it died holding the lease.",
+    )
     last_run_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="", help_text="The last failure, one line.")
     last_traceback = models.TextField(blank=True, default="")

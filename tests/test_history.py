@@ -1,6 +1,7 @@
 """Run history: one ``TaskRun`` row per attempt, written with the worker's results."""
 
 import asyncio
+import time
 from datetime import timedelta
 
 import pytest
@@ -136,7 +137,7 @@ def test_a_lost_lease_writes_no_row_and_a_written_result_no_second_one():
     store = DjangoDataStore()
     claims = claimed(store, "kept", "lost")
     Task.objects.filter(pk="lost").update(claim_token="someone-else")
-    outcomes = [Outcome(claim, delete=True, run=row_for(claim)) for claim in claims.values()]
+    outcomes = [Outcome(claim, delete=True, runs=(row_for(claim),)) for claim in claims.values()]
     report = store.settle("w1", outcomes)
     assert report.lost == ["lost"]
     assert list(TaskRun.objects.values_list("task_id", flat=True)) == ["kept"]
@@ -154,7 +155,9 @@ def test_a_failing_history_write_is_logged_and_keeps_the_result(monkeypatch, cap
         raise DatabaseError("history table unavailable")
 
     monkeypatch.setattr(runs, "insert_runs", refuse)
-    report = store.settle("w1", [Outcome(claims["one"], delete=True, run=row_for(claims["one"]))])
+    report = store.settle(
+        "w1", [Outcome(claims["one"], delete=True, runs=(row_for(claims["one"]),))]
+    )
     assert report.settled == 1 and not Task.objects.filter(pk="one").exists()
     assert "could not record 1 task run(s)" in caplog.text
     monkeypatch.undo()
@@ -175,6 +178,31 @@ def test_a_real_worker_records_its_runs(worker_procs):
     assert (runs["r-ok"].outcome, runs["r-fail"].outcome) == ("succeeded", "failed")
     assert {run.worker_id for run in runs.values()} == {"hist-1"}
     worker.stop()
+
+
+@pytest.mark.slow
+def test_a_worker_down_for_several_intervals_leaves_one_coalesced_row(worker_procs):
+    interval = timedelta(seconds=1)
+    SyncScheduler().add_task(
+        "record", run_type="recurring", interval=interval, task_id="beat", kwargs={"key": "beat"}
+    )
+    first = worker_procs.start("up-then-down", "--poll-interval", "0.2")
+    worker_procs.wait_until(lambda: TaskRun.objects.count() >= 2, 20, "two runs")
+    first.stop()
+    time.sleep(4.5)  # no worker: four or five occurrences fall due
+    second = worker_procs.start("back-up", "--poll-interval", "0.2")
+    mine = TaskRun.objects.filter(worker_id="back-up")
+    worker_procs.wait_until(
+        lambda: mine.filter(outcome="coalesced").exists(), 20, "a coalesced row"
+    )
+    second.stop()
+    ran, *_ = mine.filter(outcome="succeeded").order_by("id")
+    missed, *_ = mine.filter(outcome="coalesced").order_by("id")
+    assert ran.started_at - ran.scheduled_for > 3 * interval  # due while no worker ran
+    assert missed.missed >= 3 and missed.missed_from == ran.scheduled_for + interval
+    assert missed.missed == (missed.missed_until - missed.missed_from) // interval + 1
+    assert missed.missed_until <= missed.finished_at < missed.missed_until + interval
+    assert missed.finished_at == ran.finished_at
 
 
 @pytest.mark.django_db
@@ -278,3 +306,148 @@ def test_a_tasks_page_shows_its_last_20_runs_and_links_to_the_rest(admin_client)
     assert section.count("<li>") >= 20
     assert "failed" in section and "ValueError: nope" in section and "(2 s)" in section
     assert "taskrun/?q=daily" in section
+
+
+# --- runs that did not happen ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("coalesce", [True, False])
+async def test_coalescing_records_the_missed_occurrences_as_one_row(coalesce):
+    """Due 5.5 intervals ago: with coalescing one run and one row for the 5 it skipped;
+    without, 6 runs and no such row."""
+    interval = timedelta(minutes=1)
+    first = timezone.now() - 5.5 * interval
+    recurring = task("tick", "ok", run_type="recurring", interval=interval, coalesce=coalesce)
+    recurring.run_at = first
+    await drain(recurring, count=2 if coalesce else 6)
+    rows = await runs_of("tick")
+    if not coalesce:
+        assert [run.outcome for run in rows] == ["succeeded"] * 6
+        assert [run.scheduled_for for run in rows] == [first + n * interval for n in range(6)]
+        return
+    ran, missed = rows
+    assert (ran.outcome, ran.scheduled_for) == ("succeeded", first)
+    assert (missed.outcome, missed.missed, missed.attempt) == ("coalesced", 5, 1)
+    assert (missed.missed_from, missed.missed_until) == (first + interval, first + 5 * interval)
+    assert missed.scheduled_for == missed.missed_from
+    assert missed.started_at == missed.finished_at == ran.finished_at
+    assert missed.worker_id == ran.worker_id
+    assert (await Task.objects.aget(pk="tick")).run_at == first + 6 * interval
+
+
+async def test_a_cron_tasks_coalesced_row_counts_its_skipped_occurrences():
+    every_five = timedelta(minutes=5)
+    now = timezone.now()
+    first = now.replace(second=0, microsecond=0) - timedelta(minutes=now.minute % 5 + 20)
+    cron = task("cron", "ok", run_type="cron", cron="*/5 * * * *", timezone="UTC")
+    cron.run_at = first
+    await drain(cron, count=2)
+    ran, missed = await runs_of("cron")
+    following = (await Task.objects.aget(pk="cron")).run_at
+    assert (ran.outcome, ran.scheduled_for, missed.outcome) == ("succeeded", first, "coalesced")
+    assert missed.missed == (following - first) // every_five - 1 >= 4
+    assert (missed.missed_from, missed.missed_until) == (first + every_five, following - every_five)
+
+
+async def test_an_attempt_under_a_dead_workers_lease_is_recorded_abandoned():
+    scheduler = AsyncScheduler()
+    await scheduler.add_tasks([task("orphan", "ok", group_id="g"), task("fresh", "ok")])
+    lapsed = timezone.now() - timedelta(seconds=1)
+    await Task.objects.filter(pk="orphan").aupdate(
+        lease_owner="dead-worker", claim_token="t" * 32, lease_expires_at=lapsed
+    )
+    await drain(count=3)
+    abandoned, rerun = await runs_of("orphan")
+    assert (abandoned.outcome, abandoned.worker_id, abandoned.attempt) == (
+        "abandoned",
+        "dead-worker",
+        1,
+    )
+    assert abandoned.group_id == "g" and "dead-worker" in abandoned.error
+    assert abandoned.scheduled_for == rerun.scheduled_for
+    assert (rerun.outcome, rerun.attempt) == ("succeeded", 2)
+    assert [run.outcome for run in await runs_of("fresh")] == ["succeeded"]
+
+
+@pytest.mark.parametrize("one_statement", [True, False], ids=["one statement", "transaction"])
+def test_a_claim_takes_over_an_expired_lease_counting_the_attempt(monkeypatch, one_statement):
+    """Both claim paths (the single statement, and the transaction MySQL uses)."""
+    from django_taskshed.datastores import hotpath
+
+    if not one_statement:
+        monkeypatch.setattr(hotpath, "can_claim", lambda connection: False)
+    elif not hotpath.can_claim(connection_of(DjangoDataStore())):
+        pytest.skip("this database has no single-statement claim")
+    SyncScheduler().add_tasks([task("orphan", "ok"), task("fresh", "ok")])
+    lapsed = timezone.now() - timedelta(seconds=1)
+    Task.objects.filter(pk="orphan").update(
+        lease_owner="dead", claim_token="t" * 32, lease_expires_at=lapsed, attempts=1
+    )
+    claims = {claim.task_id: claim for claim in DjangoDataStore().claim_due_tasks("w2", 10, 60)}
+    assert (claims["orphan"].abandoned_by, claims["orphan"].attempts) == ("dead", 2)
+    assert (claims["fresh"].abandoned_by, claims["fresh"].attempts) == (None, 0)
+    stored = Task.objects.get(pk="orphan")
+    assert (stored.lease_owner, stored.abandoned_by, stored.attempts) == ("w2", "dead", 2)
+    (row,) = TaskRun.objects.all()
+    assert (row.task_id, row.outcome, row.worker_id, row.attempt) == (
+        "orphan",
+        "abandoned",
+        "dead",
+        2,
+    )
+
+
+def connection_of(store: DjangoDataStore):
+    from django.db import connections
+
+    return connections[store.using]
+
+
+def test_history_off_counts_an_abandoned_attempt_without_a_row(settings):
+    settings.TASKSHED = {"HISTORY": False}
+    SyncScheduler().add_tasks([task("orphan", "ok")])
+    lapsed = timezone.now() - timedelta(seconds=1)
+    Task.objects.filter(pk="orphan").update(lease_owner="dead", lease_expires_at=lapsed)
+    (claim,) = DjangoDataStore().claim_due_tasks("w2", 10, 60)
+    assert (claim.abandoned_by, claim.attempts) == ("dead", 1)
+    assert not TaskRun.objects.exists()
+
+
+def test_resuming_skips_what_fell_due_while_paused_and_records_it_once(settings):
+    interval = timedelta(minutes=1)
+    first = timezone.now() - 3.5 * interval
+    scheduler = SyncScheduler()
+    recurring = task("paused", "ok", run_type="recurring", interval=interval, paused=True)
+    recurring.run_at = first
+    one_off = task("paused-once", "ok", paused=True)
+    one_off.run_at = first
+    scheduler.add_tasks([recurring, one_off])
+    assert scheduler.resume_tasks(task_ids=["paused", "paused-once"]) == 2
+    resumed = Task.objects.get(pk="paused")
+    assert (resumed.paused, resumed.run_at) == (False, first + 4 * interval)  # next from now
+    assert Task.objects.get(pk="paused-once").run_at == first  # a one-off still runs, late
+    (row,) = TaskRun.objects.all()
+    assert (row.task_id, row.outcome, row.missed) == ("paused", "skipped_paused", 4)
+    assert (row.missed_from, row.missed_until) == (first, first + 3 * interval)
+    assert row.worker_id == "" and row.started_at == row.finished_at
+
+    settings.TASKSHED = {"HISTORY": False}
+    scheduler.pause_tasks(task_ids=["paused"])
+    Task.objects.filter(pk="paused").update(run_at=first)
+    scheduler.resume_tasks(task_ids=["paused"])
+    assert Task.objects.get(pk="paused").run_at == first + 4 * interval
+    assert TaskRun.objects.count() == 1  # no second row with the history off
+
+
+def test_resuming_a_cron_task_moves_it_past_now():
+    now = timezone.now()
+    first = now.replace(second=0, microsecond=0) - timedelta(minutes=30)
+    cron = task("cron", "ok", run_type="cron", cron="*/10 * * * *", timezone="UTC", paused=True)
+    cron.run_at = first.replace(minute=first.minute - first.minute % 10)
+    SyncScheduler().add_tasks([cron])
+    SyncScheduler().resume_tasks(task_ids=["cron"])
+    following = Task.objects.get(pk="cron").run_at
+    assert now < following <= now + timedelta(minutes=10) and following.minute % 10 == 0
+    (row,) = TaskRun.objects.all()
+    assert row.missed == (following - cron.run_at) // timedelta(minutes=10)
+    assert (row.missed_from, row.missed_until) == (cron.run_at, following - timedelta(minutes=10))

@@ -14,7 +14,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from django_taskshed.models import Task, WorkerRecord
+from django_taskshed.models import Task, TaskRun, WorkerRecord
 from django_taskshed.notifications import channel_layer
 from django_taskshed.registry import get_callbacks
 from django_taskshed.schedulers import SyncScheduler
@@ -141,6 +141,15 @@ def test_tasks_of_a_killed_worker_restart_within_lease_and_poll(worker_procs):
         assert restart.started_at >= lease_expires_at, f"{key} was taken under a live lease"
         delay = (restart.started_at - killed_at).total_seconds()
         assert delay <= lease + poll + 2, f"{key} restarted {delay:.2f} s after the kill"
+    # The run history: each orphan's attempt under the dead worker is one "abandoned" row,
+    # counted as attempt 1; its run by a survivor is attempt 2. Nothing else was abandoned.
+    abandoned = TaskRun.objects.filter(outcome="abandoned")
+    assert sorted(abandoned.values_list("task_id", flat=True)) == sorted(orphans)
+    assert set(abandoned.values_list("worker_id", "attempt")) == {(victim.worker_id, 1)}
+    for key in orphans:
+        (rerun,) = TaskRun.objects.filter(task_id=key).exclude(outcome="abandoned")
+        assert (rerun.outcome, rerun.attempt) == ("succeeded", 2)
+        assert rerun.worker_id in {p.worker_id for p in survivors}
 
 
 def finished_by(key: str, pid: int) -> bool:

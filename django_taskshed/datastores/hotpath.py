@@ -57,10 +57,16 @@ def can_claim(connection: BaseDatabaseWrapper) -> bool:
 @lru_cache(maxsize=8)
 def claim_sql(vendor: str, columns: tuple[str, ...]) -> tuple[str, str]:
     """The claim statement before and after its subquery: lease the tasks the subquery picks
-    and return them; on PostgreSQL the subquery skips rows another claim holds."""
+    and return them; on PostgreSQL the subquery skips rows another claim holds.
+
+    A row still naming a lease owner was abandoned (its lease expired under a worker that
+    died): the claim keeps that worker in ``abandoned_by`` and counts the attempt.
+    """
     lock = " FOR UPDATE SKIP LOCKED" if vendor == "postgresql" else ""
     return (
-        f'UPDATE {_table()} SET "lease_owner" = %s, "claim_token" = %s, "lease_expires_at" = %s '
+        f'UPDATE {_table()} SET "abandoned_by" = "lease_owner", '
+        f'"attempts" = CASE WHEN "lease_owner" IS NULL THEN "attempts" ELSE "attempts" + 1 END, '
+        f'"lease_owner" = %s, "claim_token" = %s, "lease_expires_at" = %s '
         f'WHERE "task_id" IN (',
         f"{lock}) RETURNING {', '.join(map(_qn, columns))}",
     )

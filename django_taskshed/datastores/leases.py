@@ -14,8 +14,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import DatabaseError, connections, transaction
+from django.db.models import Case, F, When
 from django.utils import timezone
 
+from ..conf import taskshed_settings
 from ..django_internals import delete_without_signals
 from ..models import Task, TaskQuerySet
 from . import hotpath
@@ -27,7 +29,7 @@ logger = logging.getLogger(__name__)
 CLAIM_FIELDS = (
     "task_id", "callback", "kwargs", "run_at", "run_type", "interval", "coalesce",
     "max_retries", "timeout", "attempts", "updated_at", "cron", "timezone", "on_nonexistent",
-    "on_ambiguous", "group_id",
+    "on_ambiguous", "group_id", "abandoned_by",
 )  # fmt: skip
 LEASE_CLEARED = {"lease_owner": None, "lease_expires_at": None, "claim_token": None}
 
@@ -52,6 +54,7 @@ class ClaimedTask:
     on_nonexistent: str
     on_ambiguous: str
     group_id: str | None
+    abandoned_by: str | None  # the worker that died holding the lease before this claim
     claim_token: str
 
 
@@ -62,7 +65,7 @@ class Outcome:
     claim: ClaimedTask
     delete: bool = False
     changes: dict[str, Any] = field(default_factory=dict)
-    run: tuple[Any, ...] | None = None  # the run history's row (``runs.RUN_COLUMNS``)
+    runs: tuple[tuple[Any, ...], ...] = ()  # the run history's rows (``runs.RUN_COLUMNS``)
 
 
 @dataclass(slots=True)
@@ -82,7 +85,8 @@ class LeaseOperations(TaskOperations):
 
         PostgreSQL and MySQL lock the picked rows with ``SELECT ... FOR UPDATE SKIP LOCKED``;
         SQLite, which has no row locks, leases them with a conditional ``UPDATE``. Either way
-        no task is claimed twice.
+        no task is claimed twice. A task whose lease expired under a dead worker counts that
+        attempt, and is recorded in the run history as ``abandoned``.
         """
         now = timezone.now()
         due = self.get_queryset().due(now, now + timedelta(seconds=ahead)).order_by("run_at")
@@ -94,18 +98,47 @@ class LeaseOperations(TaskOperations):
             rows = hotpath.claim(picked, CLAIM_FIELDS, worker_id, token, expires)
         else:
             rows = self._claim_in_transaction(due, limit, worker_id, token, expires)
-        return [ClaimedTask(claim_token=token, **row) for row in rows]
+        claims = [ClaimedTask(claim_token=token, **row) for row in rows]
+        if taskshed_settings.HISTORY and any(claim.abandoned_by for claim in claims):
+            self._record_abandoned(claims, now)
+        return claims
+
+    def _record_abandoned(self, claims: list[ClaimedTask], now: datetime) -> None:
+        """The ``abandoned`` rows of the attempts this claim took over; a failure is logged."""
+        rows = [
+            runs_sql.abandoned_row(claim, claim.run_at, claim.attempts, claim.abandoned_by, now)
+            for claim in claims
+            if claim.abandoned_by
+        ]
+        try:
+            with transaction.atomic(using=self.using):
+                runs_sql.insert_runs(connections[self.using], rows)
+        except DatabaseError:
+            logger.exception("could not record %d abandoned run(s) in the history", len(rows))
 
     def _claim_in_transaction(
         self, due: TaskQuerySet, limit: int, worker_id: str, token: str, expires: datetime
     ) -> list[dict[str, Any]]:
-        lease = {"lease_owner": worker_id, "claim_token": token, "lease_expires_at": expires}
+        # In this order: MySQL assigns from left to right, and the first two read the old owner.
+        lease = {
+            "abandoned_by": F("lease_owner"),
+            "attempts": Case(
+                When(lease_owner__isnull=True, then=F("attempts")), default=F("attempts") + 1
+            ),
+            "lease_owner": worker_id,
+            "claim_token": token,
+            "lease_expires_at": expires,
+        }
         tasks = self.get_queryset()
         with transaction.atomic(using=self.using):
             if connections[self.using].features.has_select_for_update_skip_locked:
-                rows = list(due.select_for_update(skip_locked=True).values(*CLAIM_FIELDS)[:limit])
+                picked = due.select_for_update(skip_locked=True)
+                rows = list(picked.values(*CLAIM_FIELDS[:-1], "lease_owner")[:limit])
                 if rows:
                     tasks.filter(pk__in=[row["task_id"] for row in rows]).update(**lease)
+                for row in rows:  # as the UPDATE left them
+                    row["abandoned_by"] = row.pop("lease_owner")
+                    row["attempts"] += row["abandoned_by"] is not None
                 return rows
             # The UPDATE re-checks the due condition, so a row another claim took between
             # the two statements is not taken twice; the rows are read back by primary key.
@@ -183,7 +216,7 @@ class LeaseOperations(TaskOperations):
         written: set[str] = set()
         # One statement needs no transaction (and no round trip to commit); several, or history
         # rows, share one, so that a failure part-way leaves the whole batch to be written again.
-        runs = any(outcome.run is not None for outcome in by_id.values())
+        runs = any(outcome.runs for outcome in by_id.values())
         with transaction.atomic(using=self.using) if len(groups) > 1 or runs else nullcontext():
             for columns, group in groups.items():
                 claims = [outcome.claim for outcome in group]
@@ -200,7 +233,7 @@ class LeaseOperations(TaskOperations):
     def _record_runs(self, outcomes: list[Outcome]) -> None:
         """Write the history rows of results written in this transaction, in one statement,
         in a savepoint: a history write that fails is logged and leaves the results."""
-        runs = [outcome.run for outcome in outcomes if outcome.run is not None]
+        runs = [row for outcome in outcomes for row in outcome.runs]
         if not runs:
             return
         try:

@@ -13,6 +13,7 @@ from ..django_internals import delete_without_signals
 from ..exceptions import InvalidTaskError
 from ..models import ID_MAX_LENGTH, Task, TaskExecutionTime, TaskQuerySet
 from . import upserts
+from .paused import skip_paused_occurrences
 from .transactions import writing
 from .validation import aware_utc, check_identifier, task_row
 
@@ -146,10 +147,16 @@ class TaskOperations:
     def resume_tasks(
         self, task_ids: Iterable[str] | None = None, group_id: str | None = None
     ) -> tuple[int, datetime | None]:
-        """Resume paused tasks. Returns how many, and the earliest run_at among them."""
+        """Resume paused tasks. Returns how many, and the earliest run_at among them.
+
+        A recurring or cron task's occurrences that fell due while it was paused are skipped
+        (``paused.skip_paused_occurrences``): it next runs at its first occurrence from now.
+        """
         parts = selector(task_ids, group_id)
         with writing(self.using):
             paused = [self.get_queryset().filter(part, paused=True) for part in parts]
+            for query in paused:
+                skip_paused_occurrences(query, timezone.now())
             found = [query.aggregate(m=Min("run_at"))["m"] for query in paused]
             count = self._update(
                 parts, Q(paused=True), paused=False, paused_at=None, updated_at=timezone.now()

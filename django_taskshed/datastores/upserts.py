@@ -22,6 +22,7 @@ CONSTANT_COLUMNS = {
     "lease_owner": "NULL",
     "lease_expires_at": "NULL",
     "claim_token": "NULL",
+    "abandoned_by": "NULL",
     "last_run_at": "NULL",
     "last_error": "''",
     "last_traceback": "''",
@@ -33,8 +34,8 @@ REPLACED_COLUMNS = [c for c in INSERT_COLUMNS if c not in ("task_id", "created_a
 RESET_ON_REPLACE = {"attempts": "0", "failed_at": "NULL"}
 # What an upsert does not decide itself: read back with RETURNING for the instance it returns.
 KEPT_COLUMNS = (
-    "created_at", "lease_owner", "lease_expires_at", "claim_token", "last_run_at", "last_error",
-    "last_traceback",
+    "created_at", "lease_owner", "lease_expires_at", "claim_token", "abandoned_by", "last_run_at",
+    "last_error", "last_traceback",
 )  # fmt: skip
 KEPT_DATETIMES = ("created_at", "lease_expires_at", "last_run_at")
 DATETIME_POSITIONS = (3, 8, 12, 13)

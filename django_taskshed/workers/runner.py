@@ -9,7 +9,6 @@ import os
 import traceback
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from datetime import datetime
 from functools import lru_cache, partial
 from typing import Any
@@ -25,7 +24,7 @@ from ..datastores import ClaimedTask, Outcome
 from ..exceptions import BadTaskError, TaskTimeoutError
 from ..models import RunType
 from ..occurrences import next_run, retry_delay
-from .history import run_row
+from .history import recorded
 
 REPEATING = (RunType.RECURRING, RunType.CRON)
 
@@ -83,8 +82,7 @@ async def run_claim(
         )
         retries, backoff = taskshed_settings.MAX_RETRIES, taskshed_settings.RETRY_BACKOFF
         outcome = failed(claim, exc, started, finished, max_retries=retries, backoff=backoff)
-        run = run_row(claim, outcome, kind, started, finished, worker_id)
-        return replace(outcome, run=run)
+        return await recorded(outcome, kind, started, finished, worker_id)
     finally:
         sync_running.discard(claim.task_id)
     finished = timezone.now()
@@ -92,8 +90,7 @@ async def run_claim(
         signals.task_finished, finished_at=finished, outcome="succeeded", exception=None, **about
     )
     outcome = succeeded(claim, started, finished)
-    run = run_row(claim, outcome, "succeeded", started, finished, worker_id, value)
-    return replace(outcome, run=run)
+    return await recorded(outcome, "succeeded", started, finished, worker_id, value)
 
 
 def timeout_of(claim: ClaimedTask) -> float | None:
