@@ -255,6 +255,7 @@ class TaskRun(models.Model):
     return_value_omitted = models.BooleanField(
         default=False, help_text="The value was not JSON or over HISTORY_MAX_RESULT_BYTES."
     )
+    kwargs = models.JSONField(null=True, blank=True, help_text="The task's kwargs for this run.")
     missed = models.PositiveIntegerField(default=0, help_text="Occurrences that did not run.")
     missed_from = models.DateTimeField(null=True, blank=True)
     missed_until = models.DateTimeField(null=True, blank=True)

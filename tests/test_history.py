@@ -79,7 +79,7 @@ async def test_each_outcome_is_one_row_with_its_fields(settings):
     (good,) = await runs_of("good")
     assert (good.outcome, good.callback, good.group_id, good.attempt) == ("succeeded", "ok", "g", 1)
     assert (good.return_value, good.return_value_omitted) == ({"answer": 42}, False)
-    assert good.worker_id == worker.worker_id
+    assert good.worker_id == worker.worker_id and good.kwargs == {}
     assert good.scheduled_for <= good.started_at <= good.finished_at
     assert not await Task.objects.filter(pk="good").aexists()  # the task is gone, its run stays
     (bad,) = await runs_of("bad")
@@ -331,7 +331,7 @@ async def test_coalescing_records_the_missed_occurrences_as_one_row(coalesce):
     assert (missed.missed_from, missed.missed_until) == (first + interval, first + 5 * interval)
     assert missed.scheduled_for == missed.missed_from
     assert missed.started_at == missed.finished_at == ran.finished_at
-    assert missed.worker_id == ran.worker_id
+    assert missed.worker_id == ran.worker_id and missed.kwargs is None
     assert (await Task.objects.aget(pk="tick")).run_at == first + 6 * interval
 
 
@@ -364,6 +364,7 @@ async def test_an_attempt_under_a_dead_workers_lease_is_recorded_abandoned():
         1,
     )
     assert abandoned.group_id == "g" and "dead-worker" in abandoned.error
+    assert abandoned.kwargs == rerun.kwargs == {}
     assert abandoned.scheduled_for == rerun.scheduled_for
     assert (rerun.outcome, rerun.attempt) == ("succeeded", 2)
     assert [run.outcome for run in await runs_of("fresh")] == ["succeeded"]

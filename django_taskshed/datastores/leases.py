@@ -106,7 +106,9 @@ class LeaseOperations(TaskOperations):
     def _record_abandoned(self, claims: list[ClaimedTask], now: datetime) -> None:
         """The ``abandoned`` rows of the attempts this claim took over; a failure is logged."""
         rows = [
-            runs_sql.abandoned_row(claim, claim.run_at, claim.attempts, claim.abandoned_by, now)
+            runs_sql.abandoned_row(
+                claim, claim.run_at, claim.attempts, claim.abandoned_by, now, claim.kwargs
+            )
             for claim in claims
             if claim.abandoned_by
         ]
