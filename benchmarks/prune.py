@@ -49,9 +49,16 @@ PG_DATABASE = "taskshed_bench_prune"
 RUN_TABLE = "django_taskshed_taskrun"
 TARGET_P99_STALL_MS = 100.0  # issue #10: pruning adds at most this to the claims' p99
 ROWS_AGE_DAYS = 60  # the filled runs started this long ago, one second apart, and later
+KEEP_AGE_DAYS = 5  # the recent runs (--keep), which the prune leaves, started this long ago
 PRUNE_OLDER_THAN = timedelta(days=30)
 # The worker's own retention: longer than the rows' age, so its heartbeat prunes nothing.
 WORKER_TASKSHED = {"CHANNEL_LAYER": None, "HISTORY_RETENTION": timedelta(days=365)}
+OLD, NONE = f"older than {PRUNE_OLDER_THAN.days} days", f"older than {ROWS_AGE_DAYS + 1} days"
+PLANS_BEFORE = {
+    f"{OLD} (the old ones: prunetaskruns' first batch)": PRUNE_OLDER_THAN,
+    f"{NONE} (none: a heartbeat with nothing to prune)": timedelta(days=ROWS_AGE_DAYS + 1),
+}
+PLANS_AFTER = {f"{OLD} (none left: its last batch, or the next heartbeat)": PRUNE_OLDER_THAN}
 WARM_UP = 3.0  # s of claims before the baseline starts, not counted
 FEED_LEAD = 2.0  # s between adding a second's worth of tasks and their run_at
 
@@ -59,43 +66,51 @@ FILL_SQL = f"""
 INSERT INTO {RUN_TABLE} (task_id, callback, group_id, scheduled_for, started_at, finished_at,
     outcome, attempt, worker_id, error, traceback, return_value, return_value_omitted, missed,
     missed_from, missed_until)
-SELECT 'old-' || i, 'noop', NULL, t, t, t + interval '5 milliseconds', 'succeeded', 1,
+SELECT %s || i, 'noop', NULL, t, t, t + interval '5 milliseconds', 'succeeded', 1,
     'bench', '', '', NULL, false, 0, NULL, NULL
-FROM (SELECT i, now() - interval '{ROWS_AGE_DAYS} days' + i * interval '1 second' AS t
+FROM (SELECT i, now() - %s * interval '1 day' + i * interval '1 second' AS t
       FROM generate_series(1, %s) AS i) AS runs
 """  # noqa: S608 (constants only)
 
 
-def fill_runs(target: PostgresTarget, rows: int) -> float:
-    """Replace the run history with ``rows`` old runs; vacuumed and analyzed. Seconds taken."""
+def fill_runs(target: PostgresTarget, rows: int, keep: int) -> float:
+    """Replace the run history with ``rows`` old runs and ``keep`` recent ones (started
+    ``KEEP_AGE_DAYS`` ago and later, one a second); vacuumed and analyzed. Seconds taken."""
     started = time.perf_counter()
     with target.connect() as conn:
         conn.execute(f"TRUNCATE {RUN_TABLE}")
-        conn.execute(FILL_SQL, [rows])
+        conn.execute(FILL_SQL, ["old-", ROWS_AGE_DAYS, rows])
+        conn.execute(FILL_SQL, ["recent-", KEEP_AGE_DAYS, keep])
         conn.execute(f"VACUUM (ANALYZE) {RUN_TABLE}")
     return time.perf_counter() - started
 
 
-def print_plans(alias: str) -> None:
-    """EXPLAIN (ANALYZE, BUFFERS) of the prune's first batch SELECT, at the benchmark's cutoff
-    (every row old) and at a cutoff before every row (nothing to prune: a heartbeat's usual
-    case)."""
+def print_plans(alias: str, when: str, cutoffs: dict[str, timedelta]) -> None:
+    """EXPLAIN (ANALYZE, BUFFERS) of the prune's batch SELECT, for runs older than each age."""
     from django.db import connections
     from django.utils import timezone
 
     from django_taskshed.datastores.runs import prune_batch
 
-    cutoffs = {
-        f"older than {PRUNE_OLDER_THAN.days} days (every row)": PRUNE_OLDER_THAN,
-        f"older than {ROWS_AGE_DAYS + 1} days (no row)": timedelta(days=ROWS_AGE_DAYS + 1),
-    }
     try:
         for label, age in cutoffs.items():
             plan = prune_batch(alias, timezone.now() - age).explain(analyze=True, buffers=True)
-            print(f"-- plan of the prune's batch SELECT, runs {label} (EXPLAIN ANALYZE, BUFFERS):")
+            print(f"-- plan of the prune's batch SELECT {when}, runs {label}:")
             print("\n".join(f"   {line}" for line in plan.splitlines()))
     finally:
         connections[alias].close()
+
+
+def autovacuum_note(target: PostgresTarget) -> str:
+    """When autovacuum last analyzed the run table: before that, the planner still counts
+    the deleted runs."""
+    with target.connect() as conn:
+        row = conn.execute(
+            "SELECT last_autoanalyze, now() FROM pg_stat_user_tables WHERE relname = %s",
+            [RUN_TABLE],
+        ).fetchone()
+    last = f"{(row[1] - row[0]).total_seconds():.0f} s ago" if row and row[0] else "not yet"
+    return f"autovacuum's last ANALYZE of {RUN_TABLE}: {last}"
 
 
 def timed_datastore(alias: str, claims: list[tuple[float, float, int]]) -> Any:
@@ -219,14 +234,17 @@ def print_report(
 def parse_args(argv: list[str] | None) -> Any:
     parser = make_parser(__doc__, "postgres", "20,000 rows, 3 s baseline: a smoke run")
     parser.add_argument("--rows", type=int, help="old runs to fill and prune (1,000,000)")
+    parser.add_argument("--keep", type=int, help="recent runs the prune leaves (200,000)")
     parser.add_argument("--baseline", type=float, help="s of claims without pruning (30)")
     parser.add_argument("--rate", type=int, help="tasks a second fed to the worker (200)")
     args = parser.parse_args(argv)
-    fill_defaults(args, rows=(1_000_000, 20_000), baseline=(30.0, 3.0), rate=(200, 100))
+    fill_defaults(
+        args, rows=(1_000_000, 20_000), keep=(200_000, 2_000), baseline=(30.0, 3.0), rate=(200, 100)
+    )
     if args.database != "postgres":
         parser.error("prune.py measures PostgreSQL only: --database postgres")
-    if args.rows < 1 or args.baseline <= 0 or args.rate < 1:
-        parser.error("--rows, --baseline and --rate must be positive")
+    if args.rows < 1 or args.keep < 0 or args.baseline <= 0 or args.rate < 1:
+        parser.error("--rows, --baseline and --rate must be positive, --keep not negative")
     return args
 
 
@@ -240,9 +258,13 @@ def main(argv: list[str] | None = None) -> int:
         assert isinstance(target, PostgresTarget)  # noqa: S101
         print_section(target, f": prunetaskruns of {args.rows:,} old runs under a claiming worker")
         progress(f"filling {args.rows:,} runs")
-        took = fill_runs(target, args.rows)
-        print(f"   filled {args.rows:,} runs in {took:.1f} s (then VACUUM ANALYZE)")
-        print_plans(target.alias)
+        took = fill_runs(target, args.rows, args.keep)
+        print(
+            f"   filled {args.rows:,} runs started {ROWS_AGE_DAYS} days ago and later, and"
+            f" {args.keep:,} started {KEEP_AGE_DAYS} days ago and later, in {took:.1f} s (then"
+            " VACUUM ANALYZE); EXPLAIN (ANALYZE, BUFFERS):"
+        )
+        print_plans(target.alias, "after the fill", PLANS_BEFORE)
         busy = wait_quiet(args.quiet_below, args.max_wait)
         print(
             f"   worker: EventDrivenWorker in this process, no channel layer, {args.rate} no-op"
@@ -251,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         phases, (pruned, claims) = asyncio.run(measure(target, args))
         print_report(phases, claims, pruned, args)
+        print(f"\n{autovacuum_note(target)}")
+        print_plans(target.alias, "right after the prune", PLANS_AFTER)
         print_end()
     return 0
 
