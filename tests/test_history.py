@@ -206,9 +206,9 @@ def old_and_new_runs(old: int, new: int) -> None:
         for age, days, count in (("old", 10, old), ("new", 1, new))
         for i in range(count)
     ]  # fmt: skip
-    rows.append(  # a run that did not happen: its age is its due time
-        TaskRun(task_id="coalesced", callback="ok", outcome="coalesced",
-                scheduled_for=now - timedelta(days=10), missed=3)
+    rows.append(  # a run that did not happen has a started_at too, and is pruned by it
+        TaskRun(task_id="coalesced", callback="ok", outcome="coalesced", missed=3,
+                scheduled_for=now - timedelta(days=10), started_at=now - timedelta(days=10))
     )  # fmt: skip
     TaskRun.objects.bulk_create(rows)
 
