@@ -16,18 +16,31 @@ COUNT_CAP = 10_000  # the changelist never counts further than this
 
 
 if TYPE_CHECKING:  # django-stubs' generics; Django's classes take no [] at run time
-    TaskPaginator = Paginator[Task]
+    RowPaginator = Paginator[Any]
 else:
-    TaskPaginator = Paginator
+    RowPaginator = Paginator
 
 
-class BoundedCountPaginator(TaskPaginator):
+class BoundedCountPaginator(RowPaginator):
     """Counts at most ``COUNT_CAP`` + 1 rows, so a huge table never costs a full count."""
 
     @cached_property
     def count(self) -> int:
-        tasks = cast("QuerySet[Task]", self.object_list)
-        return tasks.order_by()[: COUNT_CAP + 1].count()
+        rows = cast("QuerySet[Any]", self.object_list)
+        return rows.order_by()[: COUNT_CAP + 1].count()
+
+
+class BoundedCount:
+    """A changelist that counts at most ``COUNT_CAP`` + 1 rows (its pagination template says
+    "more than" past that)."""
+
+    paginator: type[RowPaginator] = BoundedCountPaginator
+    show_full_result_count = False
+
+    @property
+    def count_cap(self) -> int:
+        """The most rows the changelist counts (read by its pagination template)."""
+        return COUNT_CAP
 
 
 class StatusFilter(admin.SimpleListFilter):
