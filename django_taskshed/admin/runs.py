@@ -9,8 +9,9 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from ..models import RunOutcome, TaskRun, WorkerRecord
+from .dates import RunQuerySet
 from .display import local_time, seconds
-from .filters import BoundedCount, CallbackFilter, GroupFilter
+from .filters import BoundedCount, CallbackFilter, GroupFilter, with_selected
 
 # The outcomes of a callback that ran: only they have a lateness and a duration.
 ATTEMPTED = {RunOutcome.SUCCEEDED, RunOutcome.FAILED, RunOutcome.TIMED_OUT}
@@ -46,14 +47,14 @@ def detail(run: TaskRun) -> str:
 
 
 class WorkerFilter(admin.SimpleListFilter):
-    """Workers with a record (live or recently gone), first 50 by id; search finds the rest."""
+    """Workers with a record, first 50 by id, and the one selected (a gone worker's runs)."""
 
     title = "worker"
     parameter_name = "worker"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         names = WorkerRecord.objects.order_by("worker_id").values_list("worker_id", flat=True)
-        return [(name, name) for name in names[:50]]
+        return with_selected(list(names[:50]), self.value())
 
     def queryset(self, request: HttpRequest, queryset: Any) -> Any:
         return queryset.filter(worker_id=self.value()) if self.value() else queryset
@@ -73,7 +74,8 @@ class TaskRunAdmin(BoundedCount, RunModelAdmin):
         css = {"all": ["django_taskshed/admin.css"]}
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[TaskRun]:
-        return super().get_queryset(request).defer("traceback", "return_value")
+        rows = super().get_queryset(request).defer("traceback", "return_value")
+        return RunQuerySet(model=TaskRun, query=rows.query, using=rows.db)
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[TaskRun], search_term: str
