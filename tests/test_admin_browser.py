@@ -157,9 +157,13 @@ class AdminSession:
         """How far the page, and the results table's own scroller, reach past their width."""
         return self.driver.execute_script(
             "const results = document.querySelector('#changelist .results');"
+            "const table = document.querySelector('#result_list');"
+            "table.style.width = 'min-content';"  # the narrowest the table can get
+            "const narrowest = table.scrollWidth;"
+            "table.style.width = '';"
             "return {page: document.documentElement.scrollWidth - window.innerWidth,"
             " results: results.scrollWidth - results.clientWidth,"
-            " table: document.querySelector('#result_list').scrollWidth};"
+            " box: results.clientWidth, narrowest: narrowest};"
         )
 
     def assert_fits(self, width: int, what: str) -> dict[str, int]:
