@@ -87,6 +87,15 @@ def test_a_tasks_last_runs_say_what_was_missed_without_a_duration(admin_client):
     assert item is not None and "4 missed (from " in item[1] and " s)" not in item[1], item
 
 
+def test_a_runs_own_page_shows_it_read_only(admin_client):
+    run = make_run("daily", "failed", error="ValueError: nope", traceback="Traceback: here")
+
+    page = admin_client.get(reverse("admin:django_taskshed_taskrun_change", args=[run.pk]))
+
+    body = page.content.decode()
+    assert page.status_code == 200 and "Traceback: here" in body and 'name="_save"' not in body
+
+
 def test_search_finds_a_task_id_exactly(admin_client):
     wanted, other = make_run("daily", "succeeded"), make_run("daily-2", "succeeded")
 

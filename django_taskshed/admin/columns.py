@@ -62,6 +62,17 @@ def _attempts_in_words(task: Task, now: datetime) -> str:
     return f"{attempts}; last run: {local_time(task.last_run_at, now)}"
 
 
+def _run_line(run: TaskRun, now: datetime) -> tuple[str, str, str, str]:
+    """A run on its task's page: when, outcome, (how long), and its error or what it missed."""
+    took, said = duration(run), detail(run)
+    return (
+        local_time(run.started_at or run.scheduled_for, now),
+        run.get_outcome_display(),
+        "" if took == "-" else f" ({took})",
+        f": {said}" if said else "",
+    )
+
+
 class TaskColumns:
     """Columns of the changelist and read-only fields of the change form."""
 
@@ -151,15 +162,7 @@ class TaskColumns:
             return "-"
         runs = TaskRun.objects.filter(task_id=task.task_id).defer("traceback", "return_value")
         now = timezone.now()
-        rows = [
-            (
-                local_time(run.started_at or run.scheduled_for, now),
-                run.get_outcome_display(),
-                "" if duration(run) == "-" else f" ({duration(run)})",
-                f": {detail(run)}" if detail(run) else "",
-            )
-            for run in runs.order_by("-started_at", "-id")[:RECENT_RUNS]
-        ]
+        rows = [_run_line(run, now) for run in runs.order_by("-started_at", "-id")[:RECENT_RUNS]]
         if not rows:
             return "no runs recorded"
         link = (
