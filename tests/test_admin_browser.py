@@ -2,8 +2,10 @@
 
 Headless Chromium (Selenium) drives the live server; a worker subprocess shares its test
 database. The test adds a task through the add form and sees the worker run it, pauses and
-resumes a recurring task, runs a paused task now, and saves screenshots of the changelist
-and of a change view into ``docs/screenshots/``.
+resumes a recurring task, runs a paused task now, follows a task's runs from its change view
+to the run list, checks that neither list scrolls sideways in a 1,366-pixel window (beside
+Django's navigation and filter sidebars, with long ids, callback names and errors), and saves
+screenshots of the task list, a change view and the run list into ``docs/screenshots/``.
 """
 
 import os
@@ -19,7 +21,7 @@ from django.contrib.auth.models import User
 from django.urls import reverse
 from django.utils import timezone
 
-from django_taskshed.models import Task
+from django_taskshed.models import Task, TaskRun
 from django_taskshed.schedulers import SyncScheduler
 from tests.browser_support import WINDOW, find_browser, start_chromium
 from tests.testapp.models import Execution
@@ -151,6 +153,28 @@ class AdminSession:
             outer["width"] + width - inner[0], outer["height"] + height - inner[1]
         )
 
+    def sideways_overflow(self) -> dict[str, int]:
+        """How far the page, and the results table's own scroller, reach past their width."""
+        return self.driver.execute_script(
+            "const results = document.querySelector('#changelist .results');"
+            "const table = document.querySelector('#result_list');"
+            "table.style.width = 'min-content';"  # the narrowest the table can get
+            "const narrowest = table.scrollWidth;"
+            "table.style.width = '';"
+            "return {page: document.documentElement.scrollWidth - window.innerWidth,"
+            " results: results.scrollWidth - results.clientWidth,"
+            " box: results.clientWidth, narrowest: narrowest};"
+        )
+
+    def assert_fits(self, width: int, what: str) -> dict[str, int]:
+        """Neither the page nor the results table scrolls sideways in a ``width``-wide window."""
+        self.set_viewport(width, WINDOW[1])
+        overflow = self.sideways_overflow()
+        print(f"{what} at {width} px: {overflow}")  # noqa: T201  (shown with -s: the widths)
+        assert overflow["page"] <= 0, f"{what} scrolls sideways at {width} px: {overflow}"
+        assert overflow["results"] <= 0, f"{what}'s table scrolls at {width} px: {overflow}"
+        return overflow
+
     def screenshot(self, name: str, *, whole_page: bool = False) -> Path:
         """Save the page, the window or its whole height, as docs/screenshots/<name>.png."""
         width, height = WINDOW
@@ -233,7 +257,8 @@ def test_add_pause_resume_and_run_now_with_a_running_worker(admin_session):
     admin.wait_until(lambda: runs("browser-tick"), 20, "the first run of browser-tick")
     admin.changelist()
     assert admin.cell("browser-tick", "schedule") == "every 2 seconds"
-    assert admin.cell("browser-tick", "callback_served") == "record"  # a live worker serves it
+    # The task column: its id, and below it its callback, served by a live worker.
+    assert admin.cell("browser-tick", "task_summary") == "browser-tick record"
 
     assert admin.run_action("pause", ["browser-tick"]) == "1 task paused."
     assert admin.badge("browser-tick") == "paused"
@@ -319,6 +344,13 @@ def take_screenshots(admin: AdminSession, scheduler: SyncScheduler) -> None:
         "the worker to fail import-orders and sync-inventory and start rebuild-search-index",
     )
 
+    add_long_values_and_past_runs(scheduler)
+    admin.wait_until(
+        lambda: Task.objects.filter(pk=LONG_ID, failed_at__isnull=False).exists(),
+        20,
+        "the worker to fail the task with the long id",
+    )
+
     admin.changelist()
     expected = {
         "nightly-report": "scheduled",
@@ -328,18 +360,75 @@ def take_screenshots(admin: AdminSession, scheduler: SyncScheduler) -> None:
         "import-orders": "failed",
         "sync-inventory": "retrying",
         "rebuild-search-index": "running",
+        LONG_ID: "failed",
     }
     assert {task_id: admin.badge(task_id) for task_id in expected} == expected
-    assert "no live worker" in admin.cell("legacy-export", "callback_served")
-    assert "no live worker" not in admin.cell("nightly-report", "callback_served")
+    assert "no live worker" in admin.cell("legacy-export", "task_summary")
+    assert "no live worker" not in admin.cell("nightly-report", "task_summary")
     assert admin.cell("import-orders", "error_line").startswith("RuntimeError: fail callback")
+    admin.assert_fits(NARROW, "the task changelist")
     changelist = admin.screenshot("changelist")
 
     admin.open(reverse("admin:django_taskshed_task_change", args=["sync-inventory"]))
     admin.wait_for(".field-upcoming li", "the upcoming runs of sync-inventory")
     assert len(admin.find(".field-upcoming li")) == 10
     assert "RuntimeError: flaky attempt 1" in admin.find(".field-traceback")[0].text
+    recent = [item.text for item in admin.find(".field-recent_runs li")]
+    assert len(recent) == 4, recent  # the worker's failed attempt, then the three made above
+    assert "failed" in recent[0] and "RuntimeError: flaky attempt 1" in recent[0], recent
+    assert "3 missed" in recent[1] and "abandoned" in recent[3], recent
     change_view = admin.screenshot("change_view", whole_page=True)
 
-    for path in (changelist, change_view):
+    admin.submit(admin.find(".field-recent_runs a")[0], "the link to all runs of the task")
+    admin.wait_for("#changelist", "the run list of sync-inventory")
+    listed = {cell.text.split()[0] for cell in admin.find("#result_list .field-task_run")}
+    assert listed == {"sync-inventory"}, listed
+    admin.open(reverse("admin:django_taskshed_taskrun_changelist"))
+    admin.wait_for("#changelist", "the run list")
+    outcomes = {" ".join(cell.text.split()) for cell in admin.find("td.field-outcome_line")}
+    assert "succeeded" in outcomes, outcomes  # browser-once, browser-tick, browser-later
+    assert "failed RuntimeError: fail callback for import-orders raised on purpose" in outcomes
+    assert any(text.startswith("coalesced 3 missed (from ") for text in outcomes), outcomes
+    not_run = admin.find("#result_list tr:has(.taskshed-outcome-coalesced) td.field-lateness")
+    assert not_run and not_run[0].text == "-", "a run that did not happen has no lateness"
+    admin.assert_fits(NARROW, "the run list")
+    run_list = admin.screenshot("run_list")
+
+    for path in (changelist, change_view, run_list):
         assert path.stat().st_size > 10_000, f"{path} looks empty"
+
+
+LONG_ID = "eu-west-1-customer-statements-monthly-rollup-for-accounting"
+NARROW = 1366  # pixels: a common laptop screen, where neither list may scroll sideways
+
+
+def add_long_values_and_past_runs(scheduler: SyncScheduler) -> None:
+    """Long ids, callback names and errors, and runs of each kind that did not run a callback
+    (the real worker records the others): what widens a list in practice."""
+    now = timezone.now()
+    scheduler.add_task("fail", kwargs={"key": LONG_ID}, task_id=LONG_ID, group_id="accounting")
+    scheduler.add_task(
+        "billing.statements.render_monthly_customer_statement_pdfs", task_id="statement-pdfs",
+        run_type="recurring", interval=timedelta(hours=1), run_at=now + timedelta(minutes=40),
+        group_id="accounting-month-end-close",
+    )  # fmt: skip
+    past = [
+        ("coalesced", 20, {"missed": 3, "missed_from": now - timedelta(minutes=65),
+                            "missed_until": now - timedelta(minutes=35)}),
+        ("skipped_paused", 90, {"missed": 2, "missed_from": now - timedelta(minutes=120),
+                                 "missed_until": now - timedelta(minutes=105)}),
+        ("abandoned", 240, {
+            "worker_id": "worker-ip-10-0-12-34.eu-west-1.compute.internal-4711",
+            "error": "lease expired: worker worker-ip-10-0-12-34.eu-west-1.compute.internal-4711"
+                     " stopped sending heartbeats (killed or lost) while running this task",
+        }),
+    ]  # fmt: skip
+    TaskRun.objects.bulk_create(
+        TaskRun(
+            task_id="sync-inventory", callback="flaky", group_id="inventory", outcome=outcome,
+            scheduled_for=now - timedelta(minutes=ago + 1),
+            started_at=now - timedelta(minutes=ago), finished_at=now - timedelta(minutes=ago),
+            **fields,
+        )
+        for outcome, ago, fields in past
+    )  # fmt: skip

@@ -15,7 +15,8 @@ from django.utils.text import Truncator
 from ..cron import CronError, cron_schedule, describe
 from ..models import RunType, Task, TaskRun, TaskStatus
 from ..occurrences import upcoming_runs
-from .display import in_words, local_time, relative, seconds
+from .display import in_words, local_time, relative
+from .runs import detail, duration
 
 UPCOMING = 10
 RECENT_RUNS = 20
@@ -55,6 +56,23 @@ def _stored(task: Task) -> bool:
     return bool(task.pk) and run_at is not None
 
 
+def _attempts_in_words(task: Task, now: datetime) -> str:
+    """The badge's tooltip: what the changelist has no column for."""
+    attempts = "no attempts" if not task.attempts else f"attempts: {task.attempts}"
+    return f"{attempts}; last run: {local_time(task.last_run_at, now)}"
+
+
+def _run_line(run: TaskRun, now: datetime) -> tuple[str, str, str, str]:
+    """A run on its task's page: when, outcome, (how long), and its error or what it missed."""
+    took, said = duration(run), detail(run)
+    return (
+        local_time(run.started_at or run.scheduled_for, now),
+        run.get_outcome_display(),
+        "" if took == "-" else f" ({took})",
+        f": {said}" if said else "",
+    )
+
+
 class TaskColumns:
     """Columns of the changelist and read-only fields of the change form."""
 
@@ -64,6 +82,17 @@ class TaskColumns:
         if names is None or task.callback in names:
             return task.callback
         return format_html("{} {}", task.callback, NO_LIVE_WORKER)
+
+    @admin.display(description="task", ordering="task_id")
+    def task_summary(self, task: Task) -> str:
+        """The id (the link to the task), and below it what it runs and its group."""
+        group = format_html(" &middot; {}", task.group_id) if task.group_id else ""
+        return format_html(
+            '{}<span class="quiet taskshed-what">{}{}</span>',
+            task.task_id,
+            self.callback_served(task),
+            group,
+        )
 
     @admin.display(description="served by")
     def served_by(self, task: Task) -> str:
@@ -103,11 +132,13 @@ class TaskColumns:
     def status_badge(self, task: Task) -> str:
         if not _stored(task):
             return "-"
-        status = task.status_at(timezone.now())
+        now = timezone.now()
+        status = task.status_at(now)
         return format_html(
-            '<span class="taskshed-status taskshed-status-{}" style="color:#fff;background:{};'
-            'padding:1px 6px;border-radius:8px;white-space:nowrap">{}</span>',
+            '<span class="taskshed-status taskshed-status-{}" title="{}" style="color:#fff;'
+            'background:{};padding:1px 6px;border-radius:8px;white-space:nowrap">{}</span>',
             status.value,
+            _attempts_in_words(task, now),
             STATUS_COLOURS[status],
             status.label,
         )
@@ -117,7 +148,7 @@ class TaskColumns:
         if not task.last_error:
             return ""
         line = task.last_error.partition("\n")[0]
-        return format_html('<span title="{}">{}</span>', line, Truncator(line).chars(80))
+        return format_html('<span title="{}">{}</span>', line, Truncator(line).chars(160))
 
     @admin.display(description="last traceback")
     def traceback(self, task: Task) -> str:
@@ -129,18 +160,9 @@ class TaskColumns:
     def recent_runs(self, task: Task) -> str:
         if not _stored(task):
             return "-"
-        runs = TaskRun.objects.filter(task_id=task.task_id)
-        rows = [
-            (
-                local_time(run.started_at or run.scheduled_for, timezone.now()),
-                run.get_outcome_display(),
-                f" ({seconds(run.finished_at - run.started_at)})"
-                if run.started_at and run.finished_at
-                else "",
-                f": {run.error}" if run.error else "",
-            )
-            for run in runs.order_by("-started_at", "-id")[:RECENT_RUNS]
-        ]
+        runs = TaskRun.objects.filter(task_id=task.task_id).defer("traceback", "return_value")
+        now = timezone.now()
+        rows = [_run_line(run, now) for run in runs.order_by("-started_at", "-id")[:RECENT_RUNS]]
         if not rows:
             return "no runs recorded"
         link = (
