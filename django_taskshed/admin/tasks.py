@@ -13,14 +13,20 @@ from ..schedulers import SyncScheduler
 from . import filters
 from .actions import pause, resume, retry_failed, run_now
 from .columns import TaskColumns, served
-from .filters import BoundedCountPaginator, CallbackFilter, GroupFilter, StatusFilter
+from .filters import (
+    BoundedCountPaginator,
+    CallbackFilter,
+    GroupFilter,
+    QueueFilter,
+    StatusFilter,
+)
 from .forms import TaskAdminForm
 from .workers import served_callbacks
 
 # What TASKSHED["SCHEDULES"] defines; the admin shows it read-only on rows it declared.
 DECLARED_DEFINITION = [
     "callback", "kwargs", "group_id", "run_type", "interval", "cron", "timezone",
-    "on_nonexistent", "on_ambiguous", "coalesce", "max_retries", "timeout",
+    "on_nonexistent", "on_ambiguous", "coalesce", "max_retries", "timeout", "queue", "priority",
 ]  # fmt: skip
 
 if TYPE_CHECKING:  # django-stubs' generics; Django's classes take no [] at run time
@@ -42,7 +48,8 @@ class TaskAdmin(TaskColumns, TaskModelAdmin):
     ordering = ["run_at", "task_id"]
     search_fields = ["task_id", "group_id", "callback"]
     list_filter = [
-        StatusFilter, "run_type", CallbackFilter, GroupFilter, "paused", "declared_in_code",
+        StatusFilter, "run_type", CallbackFilter, GroupFilter, QueueFilter, "paused",
+        "declared_in_code",
     ]  # fmt: skip
     list_display = [
         "task_id", "callback_served", "group_id", "schedule", "next_run", "status_badge",
@@ -66,6 +73,8 @@ class TaskAdmin(TaskColumns, TaskModelAdmin):
                     "served_by",
                     "kwargs",
                     "group_id",
+                    "queue",
+                    "priority",
                 ]  # fmt: skip
             },
         ),
