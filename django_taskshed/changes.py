@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from .datastores import DjangoDataStore
-from .models import Task, TaskExecutionTime, new_task_id
+from .models import DEFAULT_QUEUE, Task, TaskExecutionTime, new_task_id
 
 
 class CronFields(NamedTuple):
@@ -19,6 +19,16 @@ class CronFields(NamedTuple):
     timezone: str | None
     on_nonexistent: str
     on_ambiguous: str
+
+
+class Routing(NamedTuple):
+    """``add_task()``'s ``queue`` and ``priority``."""
+
+    queue: str
+    priority: int
+
+
+DEFAULT_ROUTING = Routing(DEFAULT_QUEUE, 0)
 
 
 class Change(NamedTuple):
@@ -90,6 +100,7 @@ def new_task(
     paused: bool,
     coalesce: bool,
     cron: CronFields,
+    routing: Routing = DEFAULT_ROUTING,
 ) -> Task:
     """The unsaved Task that ``add_task()`` arguments describe."""
     return Task(
@@ -106,4 +117,6 @@ def new_task(
         timezone=cron.timezone or "",
         on_nonexistent=cron.on_nonexistent,
         on_ambiguous=cron.on_ambiguous,
+        queue=routing.queue,
+        priority=routing.priority,
     )

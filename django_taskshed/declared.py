@@ -3,7 +3,8 @@
 ``TASKSHED["SCHEDULES"]`` maps a name (the task's ``task_id``) to a dict with ``callback``,
 either ``cron`` (and optional ``timezone``, ``on_nonexistent``, ``on_ambiguous``) or
 ``interval`` (a ``timedelta`` or seconds), and optional ``kwargs``, ``group_id``,
-``coalesce``, ``max_retries`` and ``timeout`` (a ``timedelta`` or seconds).
+``coalesce``, ``max_retries``, ``timeout`` (a ``timedelta`` or seconds), ``queue`` and
+``priority``.
 ``@register_callback(schedule={...})`` declares one named after its callback.
 
 ``sync_schedules`` runs on ``migrate`` and when a worker starts; any number of them may run
@@ -27,19 +28,19 @@ from .datastores.tasks import validated_rows
 from .datastores.transactions import writing
 from .django_internals import delete_without_signals
 from .exceptions import InvalidTaskError
-from .models import RunType, Task, TaskQuerySet
+from .models import DEFAULT_QUEUE, RunType, Task, TaskQuerySet
 from .registry import declared_in_decorators
 
 logger = logging.getLogger(__name__)
 
 KEYS = {
     "callback", "cron", "timezone", "on_nonexistent", "on_ambiguous", "interval", "kwargs",
-    "group_id", "coalesce", "max_retries", "timeout",
+    "group_id", "coalesce", "max_retries", "timeout", "queue", "priority",
 }  # fmt: skip
 # The fields a schedule defines; the rest of a row (run_at, paused, attempts...) is state.
 DEFINITION = (
     "callback", "kwargs", "run_type", "interval", "cron", "timezone", "on_nonexistent",
-    "on_ambiguous", "group_id", "coalesce", "max_retries", "timeout",
+    "on_ambiguous", "group_id", "coalesce", "max_retries", "timeout", "queue", "priority",
 )  # fmt: skip
 WHEN = ("run_type", "interval", "cron", "timezone", "on_nonexistent", "on_ambiguous")
 
@@ -102,6 +103,8 @@ def schedule_task(name: str, definition: Any) -> Task:
         coalesce=definition.get("coalesce", True),
         max_retries=definition.get("max_retries"),
         timeout=_seconds(definition.get("timeout"), "timeout", name),
+        queue=definition.get("queue", DEFAULT_QUEUE),
+        priority=definition.get("priority", 0),
         declared_in_code=True,
     )
 

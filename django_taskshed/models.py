@@ -1,6 +1,7 @@
 """The Task model: one row per scheduled task, and the small records beside it."""
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -10,6 +11,9 @@ from django.utils import timezone as django_timezone
 ID_MAX_LENGTH = 255
 CALLBACK_MAX_LENGTH = 200
 CRON_MAX_LENGTH = 200
+QUEUE_MAX_LENGTH = 100
+DEFAULT_QUEUE = "default"
+PRIORITY_MIN, PRIORITY_MAX = -100, 100
 
 
 def new_task_id() -> str:
@@ -63,6 +67,8 @@ class TaskStatus(models.TextChoices):
 # (a bare False is written "NOT paused" on SQLite by Django 5.2 and "paused = 0" by 6.x), so
 # that the due index's condition (migration 0002) matches it.
 RUNNABLE = models.Q(paused=models.Value(False), failed_at__isnull=True)
+# The order workers claim due tasks in, which the due index (migration 0007) keeps.
+CLAIM_ORDER = ("-priority", "run_at")
 
 
 class TaskQuerySet(models.QuerySet["Task"]):
@@ -74,6 +80,10 @@ class TaskQuerySet(models.QuerySet["Task"]):
         """Tasks due by ``until`` (default now): runnable and not under a live lease."""
         free = models.Q(lease_expires_at__isnull=True) | models.Q(lease_expires_at__lt=now)
         return self.filter(RUNNABLE & models.Q(run_at__lte=until or now) & free)
+
+    def in_queues(self, queues: Collection[str] | None) -> "TaskQuerySet":
+        """Tasks in one of ``queues``; None means every queue."""
+        return self if queues is None else self.filter(queue__in=list(queues))
 
     def with_status(self, status: str, now: datetime) -> "TaskQuerySet":
         """Tasks whose ``Task.status_at(now)`` is ``status``."""
@@ -122,6 +132,15 @@ class Task(models.Model):
     )
     # None, not "", means "no group" / "no lease", as in TaskShed.
     group_id = models.CharField(max_length=ID_MAX_LENGTH, null=True, blank=True, db_index=True)  # noqa: DJ001
+    queue = models.CharField(
+        max_length=QUEUE_MAX_LENGTH,
+        default=DEFAULT_QUEUE,
+        help_text="Workers started with --queue claim only from their queues.",
+    )
+    priority = models.SmallIntegerField(
+        default=0,
+        help_text=f"{PRIORITY_MIN} to {PRIORITY_MAX}; among due tasks, higher runs first.",
+    )
     paused = models.BooleanField(default=False)
     paused_at = models.DateTimeField(null=True, blank=True)
     coalesce = models.BooleanField(default=True)
@@ -157,7 +176,8 @@ class Task(models.Model):
 
     class Meta:
         ordering = ["run_at", "task_id"]
-        # The due query's index, taskshed_due_idx, is made per database by migration 0002.
+        # The due query's index, taskshed_due_idx, is made per database by migrations 0002
+        # and 0007 (priority DESC, then run_at: the claim's order).
         indexes = [models.Index(fields=["run_at", "task_id"], name="taskshed_run_at_idx")]
         constraints = [
             models.CheckConstraint(
@@ -179,6 +199,10 @@ class Task(models.Model):
                 name="taskshed_schedule_fields",
             ),
             models.CheckConstraint(condition=JSONIsObject("kwargs"), name="taskshed_kwargs_object"),
+            models.CheckConstraint(
+                condition=models.Q(priority__gte=PRIORITY_MIN, priority__lte=PRIORITY_MAX),
+                name="taskshed_priority_range",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -7,11 +7,11 @@ from typing import Any, TypeVar
 from asgiref.sync import sync_to_async
 
 from . import notifications
-from .changes import Change, CronFields, Operations, new_task
+from .changes import Change, CronFields, Operations, Routing, new_task
 from .datastores import DjangoDataStore
 from .eager import eager
 from .exceptions import NoWorkerError
-from .models import Task, TaskExecutionTime
+from .models import DEFAULT_QUEUE, Task, TaskExecutionTime
 
 R = TypeVar("R")
 
@@ -65,6 +65,8 @@ class SyncScheduler(_SchedulerBase):
         timezone: str | None = None,
         on_nonexistent: str = "shift",
         on_ambiguous: str = "first",
+        queue: str = DEFAULT_QUEUE,
+        priority: int = 0,
     ) -> Task:
         """Schedule one task and return it as stored.
 
@@ -74,12 +76,14 @@ class SyncScheduler(_SchedulerBase):
         macro such as ``@daily``) in ``timezone`` (default: the current time zone, stored with
         the task), by the DST policy ``on_nonexistent`` (``shift`` or ``skip``) and
         ``on_ambiguous`` (``first``, ``second`` or ``both``); its ``run_at`` defaults to the
-        first occurrence after now.
+        first occurrence after now. ``queue`` names the queue the task is in (workers started
+        with ``--queue`` claim only from theirs) and ``priority`` (-100 to 100) orders due
+        tasks: higher first, then earlier ``run_at``.
         """
         cron_fields = CronFields(cron, timezone, on_nonexistent, on_ambiguous)
         task = new_task(
             callback, run_at, kwargs, run_type, interval, task_id, group_id, paused, coalesce,
-            cron_fields,
+            cron_fields, Routing(queue, priority),
         )  # fmt: skip
         return self._commit(*self._ops.add_task(task, replace_existing))
 
@@ -173,12 +177,14 @@ class AsyncScheduler(_SchedulerBase):
         timezone: str | None = None,
         on_nonexistent: str = "shift",
         on_ambiguous: str = "first",
+        queue: str = DEFAULT_QUEUE,
+        priority: int = 0,
     ) -> Task:
         """Schedule one task and return it as stored (see ``SyncScheduler.add_task``)."""
         cron_fields = CronFields(cron, timezone, on_nonexistent, on_ambiguous)
         task = new_task(
             callback, run_at, kwargs, run_type, interval, task_id, group_id, paused, coalesce,
-            cron_fields,
+            cron_fields, Routing(queue, priority),
         )  # fmt: skip
         return await self._run(self._ops.add_task, task, replace_existing)
 

@@ -475,6 +475,8 @@ def form_data(**overrides: str) -> dict[str, str]:
         "run_type": "once",
         "interval": "",
         "group_id": "",
+        "queue": "default",
+        "priority": "0",
         "coalesce": "on",
         "max_retries": "",
         "timeout": "",
@@ -506,6 +508,58 @@ def test_add_form_creates_the_task(admin_client):
     # The form's time is Paris time (TIME_ZONE); 10:00 in winter is 09:00 UTC.
     assert task.run_at.isoformat() == "2030-01-01T09:00:00+00:00"
     assert not task.paused
+
+
+def test_add_form_saves_queue_and_priority(admin_client):
+    form = admin_client.get(add_url()).context["adminform"].form
+    assert (form["queue"].initial, form["priority"].initial) == ("default", 0)
+
+    response = admin_client.post(add_url(), form_data(queue="reports", priority="-40"))
+
+    assert response.status_code == 302, form_errors(response)
+    assert Task.objects.values_list("queue", "priority").get() == ("reports", -40)
+
+
+def test_change_form_moves_a_task_to_another_queue_and_priority(admin_client):
+    make_task("moving", queue="a", priority=5)
+
+    data = form_data(kwargs='{"key": "moving"}', queue="b", priority="100")
+    response = admin_client.post(change_url("moving"), data)
+
+    assert response.status_code == 302, form_errors(response)
+    assert Task.objects.values_list("queue", "priority").get() == ("b", 100)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("priority", "101", "priority must be an int from -100 to 100, got 101"),
+        ("priority", "-101", "priority must be an int from -100 to 100, got -101"),
+        ("priority", "high", "Enter a whole number."),
+        ("queue", "", "This field is required."),
+        ("queue", "q" * 101, "Ensure this value has at most 100 characters (it has 101)."),
+    ],
+)
+def test_add_form_refuses_a_bad_queue_or_priority(admin_client, field, value, expected):
+    errors = form_errors(admin_client.post(add_url(), form_data(**{field: value})))
+
+    assert errors[field] == [expected]
+    assert not Task.objects.exists()
+
+
+def test_the_changelist_filters_by_queue_and_keeps_its_columns(admin_client):
+    make_task("in-a", queue="a")
+    make_task("in-b", queue="b")
+    make_task("in-default")
+
+    response = admin_client.get(changelist_url(), {"queue": "b"})
+
+    assert listed_ids(response) == ["in-b"]
+    queue_filter = next(f for f in response.context["cl"].filter_specs if f.title == "queue")
+    assert [value for value, _ in queue_filter.lookup_choices] == ["a", "b", "default"]
+    assert response.context["cl"].list_display == [
+        "action_checkbox", "task_summary", "schedule", "next_run", "status_badge", "error_line",
+    ]  # fmt: skip
 
 
 def test_add_form_creates_a_recurring_task(admin_client):

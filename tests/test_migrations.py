@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from django_taskshed.datastores import DjangoDataStore, hotpath
 from django_taskshed.datastores.leases import CLAIM_FIELDS
-from django_taskshed.models import RUNNABLE, Task
+from django_taskshed.models import CLAIM_ORDER, RUNNABLE, Task
 
 DUE_INDEX = "taskshed_due_idx"
 
@@ -27,56 +27,117 @@ def test_makemigrations_finds_nothing_to_do():
 def test_the_migrated_table_has_the_index_and_constraints():
     with connection.cursor() as cursor:
         constraints = connection.introspection.get_constraints(cursor, Task._meta.db_table)
-    # A partial index over runnable tasks; MySQL/MariaDB, without partial indexes, a composite.
-    expected = ["paused", "failed_at", "run_at"] if connection.vendor == "mysql" else ["run_at"]
-    assert constraints[DUE_INDEX]["columns"] == expected
-    assert constraints[DUE_INDEX]["index"] is True
+    assert_new_due_index(constraints)
     assert any(c["columns"] == ["group_id"] and c["index"] for c in constraints.values())
     for name in (
         "taskshed_run_type_valid",
         "taskshed_schedule_fields",
         "taskshed_kwargs_object",
+        "taskshed_priority_range",
     ):
         assert constraints[name]["check"] is True
 
 
-DUE_QUERIES = {
-    # The question the index is for: what may run now, earliest first.
-    "due": lambda now: Task.objects.filter(RUNNABLE & Q(run_at__lte=now)),
-    # The worker's claim asks it with the lease condition added.
-    "TaskQuerySet.due": lambda now: Task.objects.due(now),
-}
+def assert_new_due_index(constraints):
+    """The due index of migration 0007, in the claim's order (priority DESC, run_at): partial
+    over runnable tasks; on MySQL/MariaDB, without partial indexes, led by their columns."""
+    index = constraints[DUE_INDEX]
+    leading = ["paused", "failed_at"] if connection.vendor == "mysql" else []
+    assert index["columns"] == [*leading, "priority", "run_at"], index
+    assert index["orders"] == ["ASC"] * len(leading) + ["DESC", "ASC"], index
+    assert index["index"] is True
 
 
-@pytest.mark.django_db
-@pytest.mark.parametrize("name", DUE_QUERIES)
-def test_the_due_query_uses_the_due_index(name):
-    query = DUE_QUERIES[name](timezone.now()).order_by("run_at")
-    with transaction.atomic():
-        if connection.vendor == "postgresql":
-            # A small table is cheaper to scan than to index: take that choice away.
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL enable_seqscan = off")
-        plan = query.explain()
-    assert DUE_INDEX in plan, plan
-    if connection.vendor == "sqlite":
-        assert "USE TEMP B-TREE FOR ORDER BY" not in plan, plan  # the index gives the order
+def due_index(constraints):
+    return constraints.get(DUE_INDEX, {}).get("columns")
 
 
-@pytest.mark.django_db
-def test_the_hand_written_claim_uses_the_due_index():
-    """The one-statement claim (PostgreSQL, SQLite 3.35+) wraps the ORM's due query."""
-    if not hotpath.can_claim(connection):
-        pytest.skip(f"{connection.vendor} claims through the ORM (covered above)")
-    now = timezone.now()
-    picked = DjangoDataStore().get_queryset().due(now).order_by("run_at").values("task_id")[:10]
-    statement, params = hotpath.claim_statement(picked, CLAIM_FIELDS, "w", "t" * 32, now)
-    explain = "EXPLAIN QUERY PLAN " if connection.vendor == "sqlite" else "EXPLAIN "
+@pytest.mark.django_db(transaction=True)
+def test_0007_migrates_both_ways_and_leaves_the_right_due_index():
+    def constraints():
+        with connection.cursor() as cursor:
+            return connection.introspection.get_constraints(cursor, Task._meta.db_table)
+
+    call_command("migrate", "django_taskshed", "0006", verbosity=0)
+    try:
+        before = constraints()
+        old = ["paused", "failed_at", "run_at"] if connection.vendor == "mysql" else ["run_at"]
+        assert due_index(before) == old, before
+        assert "taskshed_priority_range" not in before
+        columns = {c.name for c in connection.introspection.get_table_description(
+            connection.cursor(), Task._meta.db_table
+        )}  # fmt: skip
+        assert not {"queue", "priority"} & columns
+    finally:
+        call_command("migrate", "django_taskshed", verbosity=0)
+    after = constraints()
+    assert_new_due_index(after)
+    assert after["taskshed_priority_range"]["check"] is True
+
+
+QUEUES = {"every queue": None, "one queue": ["a"], "two queues": ["b", "c"]}
+
+
+def explain(statement, params):
+    """The plan of ``statement`` as text; on PostgreSQL with sequential scans priced out (a
+    small table is cheaper to scan than to index: take that choice away)."""
+    prefix = "EXPLAIN QUERY PLAN " if connection.vendor == "sqlite" else "EXPLAIN "
     with transaction.atomic(), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute("SET LOCAL enable_seqscan = off")
-        cursor.execute(explain + statement, params)
-        plan = "\n".join(" ".join(map(str, row)) for row in cursor.fetchall())
-    assert DUE_INDEX in plan, plan
+        cursor.execute(prefix + statement, params)
+        rows = cursor.fetchall()
+        if connection.vendor == "mysql":  # the index chosen, not the possible ones
+            names = [column[0].lower() for column in cursor.description]
+            rows = [(f"key={row[names.index('key')]}", row[names.index("extra")]) for row in rows]
+        return "\n".join(" ".join(map(str, row)) for row in rows)
+
+
+def reads_due_index_in_order(plan):
+    """The plan walks the due index and takes its order from it: no sort step."""
+    if DUE_INDEX not in plan:
+        return False
     if connection.vendor == "sqlite":
-        assert "USE TEMP B-TREE FOR ORDER BY" not in plan, plan
+        return "USE TEMP B-TREE FOR ORDER BY" not in plan
+    if connection.vendor == "postgresql":
+        return "Sort" not in plan
+    return "filesort" not in plan
+
+
+def claim_plan(picked):
+    """The plan of the one-statement claim of ``picked``, or of the ORM path's SELECT."""
+    if hotpath.can_claim(connection):
+        return explain(*hotpath.claim_statement(picked, CLAIM_FIELDS, "w", "t" * 32, NOW))
+    query = picked.select_for_update(skip_locked=True).query
+    with transaction.atomic():
+        return explain(*query.get_compiler(picked.db).as_sql())
+
+
+NOW = timezone.now()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("queues", QUEUES.values(), ids=QUEUES.keys())
+def test_the_claim_walks_the_due_index_in_its_order(queues):
+    """Highest priority, then earliest run_at, with or without a queue filter, straight from
+    the index: no sort of every due task before the LIMIT."""
+    picked = DjangoDataStore().claimable(NOW, 0.05, queues).values("task_id")[:10]
+    plan = claim_plan(picked)
+    assert reads_due_index_in_order(plan), plan
+    if queues is not None and connection.vendor == "postgresql":
+        assert '"queue"' in plan or "(queue)" in plan, plan  # filtered on the index scan
+
+
+@pytest.mark.django_db
+def test_the_index_check_fails_for_an_order_the_due_index_does_not_keep():
+    """The check above can fail: earliest first alone is not what the due index keeps."""
+    picked = DjangoDataStore().get_queryset().due(NOW).order_by("run_at").values("task_id")[:10]
+    plan = claim_plan(picked)
+    assert not reads_due_index_in_order(plan), plan
+
+
+@pytest.mark.django_db
+def test_the_plain_due_query_in_claim_order_uses_the_due_index():
+    query = Task.objects.filter(RUNNABLE & Q(run_at__lte=NOW)).order_by(*CLAIM_ORDER)
+    plan = explain(*query.query.sql_with_params())
+    assert reads_due_index_in_order(plan), plan

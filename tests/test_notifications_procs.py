@@ -127,6 +127,8 @@ def add_with_admin(key: str, run_at: datetime, client: Any) -> None:
             "run_at_0": local.strftime("%Y-%m-%d"),
             "run_at_1": local.strftime("%H:%M:%S.%f"),
             "run_type": "once",
+            "queue": "default",
+            "priority": "0",
             "coalesce": "on",
         },
     )

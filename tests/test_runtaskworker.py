@@ -6,6 +6,7 @@ stops whatever is left and shows every worker's output when a test fails.
 """
 
 import signal
+import time
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 from typing import Any
@@ -504,12 +505,46 @@ def test_startup_line_names_worker_database_layer_callbacks_and_due_count(worker
     callbacks = ", ".join(sorted(get_callbacks()))
     assert worker.banner() == (
         f"taskshed worker banner-worker started: database {connection.vendor} (default), "
-        f"channel layer {layer}, callbacks [{callbacks}], 3 task(s) due"
+        f"channel layer {layer}, callbacks [{callbacks}], every queue, 3 task(s) due"
     )
     record = WorkerRecord.objects.get(pk="banner-worker")
     assert (record.pid, record.callbacks) == (worker.pid, sorted(get_callbacks()))
     assert stop(worker) == [0]
     assert not WorkerRecord.objects.filter(pk="banner-worker").exists()
+
+
+# --- queues ------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(90)
+def test_workers_on_different_queues_each_run_only_their_queues(worker_procs):
+    now = timezone.now()
+    keys = {queue: [f"{queue}-{n}" for n in range(5)] for queue in ("a", "b", "c", "default")}
+    SyncScheduler().add_tasks(
+        Task(task_id=key, callback="record", kwargs={"key": key}, run_at=now, queue=queue)
+        for queue, queue_keys in keys.items()
+        for key in queue_keys
+    )
+    first = worker_procs.start("queue-a", "--queue", "a", "--poll-interval", "0.2")
+    second = worker_procs.start("queue-bc", "--queue", "b,c", "--poll-interval", "0.2")
+    assert first.banner().endswith("queues [a], 5 task(s) due")
+    assert second.banner().endswith("queues [b, c], 10 task(s) due")
+
+    served = keys["a"] + keys["b"] + keys["c"]
+    worker_procs.wait_until(
+        lambda: not Task.objects.filter(pk__in=served).exists(), 30, "the a, b and c tasks"
+    )
+    # A few polls later, the default queue's due tasks are still left alone.
+    time.sleep(1)
+    assert stop(first, second) == [0, 0]
+    ran = dict(Execution.objects.values_list("key", "worker_pid"))
+    assert sorted(ran) == sorted(served)  # each once, none from the default queue
+    assert {key: pid for key, pid in ran.items() if key.startswith("a-")} == dict.fromkeys(
+        keys["a"], first.pid
+    )
+    assert {pid for key, pid in ran.items() if not key.startswith("a-")} == {second.pid}
+    left = Task.objects.order_by("pk").values_list("pk", "lease_owner", "attempts")
+    assert list(left) == [(key, None, 0) for key in keys["default"]]
 
 
 # --- cron tasks across changes of the clocks ---------------------------------------------------

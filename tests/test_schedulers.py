@@ -93,6 +93,9 @@ class DesignedScheduler:
         timezone=None,
         on_nonexistent="shift",
         on_ambiguous="first",
+        # "Being added": queues and priorities (DESIGN.md, Django's Tasks framework)
+        queue="default",
+        priority=0,
     ): ...
     def add_tasks(self, tasks, *, replace_existing=True): ...
     def fetch_tasks(self, *, task_ids=None, group_id=None): ...

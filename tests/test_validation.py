@@ -286,6 +286,16 @@ ADD_TASK_ERRORS = {
     "group_id an int": ({"group_id": 3}, "group_id", "int"),
     "paused not a bool": ({"paused": "yes"}, "paused", "'yes'"),
     "coalesce not a bool": ({"coalesce": 1}, "coalesce", "1"),
+    "queue empty": ({"queue": ""}, "queue", "got 0"),
+    "queue too long": ({"queue": "q" * 101}, "queue", "1 to 100"),
+    "queue None": ({"queue": None}, "queue", "NoneType"),
+    "queue a list": ({"queue": ["a"]}, "queue", "list"),
+    "priority over 100": ({"priority": 101}, "priority", "got 101"),
+    "priority under -100": ({"priority": -101}, "priority", "got -101"),
+    "priority a float": ({"priority": 1.5}, "priority", "got 1.5"),
+    "priority a string": ({"priority": "5"}, "priority", "got '5'"),
+    "priority a bool": ({"priority": True}, "priority", "got True"),
+    "priority None": ({"priority": None}, "priority", "got None"),
 }
 
 
@@ -331,6 +341,14 @@ async def test_add_task_accepts_the_longest_identifiers(scheduler):
 
 
 @db
+async def test_add_task_accepts_the_edges_of_queue_and_priority(scheduler):
+    await scheduler.add_task("add", task_id="high", queue="q" * 100, priority=100)
+    await scheduler.add_task("add", task_id="low", queue="q", priority=-100)
+    stored = {t.pk: (t.queue, t.priority) async for t in Task.objects.all()}
+    assert stored == {"high": ("q" * 100, 100), "low": ("q", -100)}
+
+
+@db
 async def test_add_task_rejects_kwargs_over_the_byte_limit(scheduler, sent, existing):
     with override_settings(TASKSHED={"KWARGS_MAX_BYTES": 64}):
         with pytest.raises(InvalidTaskError) as caught:
@@ -361,6 +379,8 @@ BATCH_ERRORS = {
     "unknown run_type": ({"run_type": "hourly"}, "'hourly'"),
     "recurring without interval": ({"run_type": "recurring"}, "interval"),
     "callback too long": ({"callback": "c" * 201}, "callback"),
+    "queue empty": ({"queue": ""}, "queue must be 1 to 100 characters"),
+    "priority out of range": ({"priority": 500}, "priority must be an int from -100 to 100"),
     "duplicate task_id": ({"task_id": "t00010"}, "twice"),
 }
 

@@ -90,3 +90,17 @@ class GroupFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: Any) -> Any:
         return queryset.filter(group_id=self.value()) if self.value() else queryset
+
+
+class QueueFilter(admin.SimpleListFilter):
+    """The first 50 queues by name."""
+
+    title = "queue"
+    parameter_name = "queue"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        names = Task.objects.order_by("queue").values_list("queue", flat=True).distinct()[:50]
+        return [(str(name), str(name)) for name in names]
+
+    def queryset(self, request: HttpRequest, queryset: Any) -> Any:
+        return queryset.filter(queue=self.value()) if self.value() else queryset

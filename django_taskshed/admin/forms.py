@@ -1,5 +1,7 @@
 """The admin's task form: callbacks from the registry, kwargs as validated JSON."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -8,9 +10,15 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from ..conf import taskshed_settings
-from ..datastores.validation import check_schedule, first_run, kwargs_to_json
+from ..datastores.validation import (
+    check_identifier,
+    check_priority,
+    check_schedule,
+    first_run,
+    kwargs_to_json,
+)
 from ..exceptions import InvalidTaskError
-from ..models import Task
+from ..models import QUEUE_MAX_LENGTH, Task
 from ..registry import get_callbacks
 
 # The fields a task's schedule is checked on together.
@@ -36,6 +44,15 @@ class KwargsField(forms.JSONField):
             raise ValidationError(str(exc), code="invalid_kwargs") from None
 
 
+@contextmanager
+def as_validation_error() -> Iterator[None]:
+    """The datastore's InvalidTaskError, as the form's error on the field being cleaned."""
+    try:
+        yield
+    except InvalidTaskError as exc:
+        raise ValidationError(str(exc), code=f"invalid_{exc.field}") from None
+
+
 if TYPE_CHECKING:  # django-stubs' generics; Django's classes take no [] at run time
     TaskModelForm = forms.ModelForm[Task]
 else:
@@ -55,8 +72,8 @@ class TaskAdminForm(TaskModelForm):
         model = Task
         fields = [
             "task_id", "callback", "kwargs", "run_at", "run_type", "interval", "cron", "timezone",
-            "on_nonexistent", "on_ambiguous", "group_id", "paused", "coalesce", "max_retries",
-            "timeout",
+            "on_nonexistent", "on_ambiguous", "group_id", "queue", "priority", "paused", "coalesce",
+            "max_retries", "timeout",
         ]  # fmt: skip
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -105,6 +122,18 @@ class TaskAdminForm(TaskModelForm):
 
     def clean_group_id(self) -> str | None:
         return self.cleaned_data.get("group_id") or None
+
+    def clean_queue(self) -> str:
+        value: str = self.cleaned_data["queue"]
+        with as_validation_error():
+            check_identifier(value, "queue", QUEUE_MAX_LENGTH, None)
+        return value
+
+    def clean_priority(self) -> int:
+        value: int = self.cleaned_data["priority"]
+        with as_validation_error():
+            check_priority(value, None)
+        return value
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}

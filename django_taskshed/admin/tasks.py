@@ -12,14 +12,14 @@ from ..models import Task
 from ..schedulers import SyncScheduler
 from .actions import pause, resume, retry_failed, run_now
 from .columns import TaskColumns, served
-from .filters import BoundedCount, CallbackFilter, GroupFilter, StatusFilter
+from .filters import BoundedCount, CallbackFilter, GroupFilter, QueueFilter, StatusFilter
 from .forms import TaskAdminForm
 from .workers import served_callbacks
 
 # What TASKSHED["SCHEDULES"] defines; the admin shows it read-only on rows it declared.
 DECLARED_DEFINITION = [
     "callback", "kwargs", "group_id", "run_type", "interval", "cron", "timezone",
-    "on_nonexistent", "on_ambiguous", "coalesce", "max_retries", "timeout",
+    "on_nonexistent", "on_ambiguous", "coalesce", "max_retries", "timeout", "queue", "priority",
 ]  # fmt: skip
 
 if TYPE_CHECKING:  # django-stubs' generics; Django's classes take no [] at run time
@@ -39,7 +39,8 @@ class TaskAdmin(BoundedCount, TaskColumns, TaskModelAdmin):
     ordering = ["run_at", "task_id"]
     search_fields = ["task_id", "group_id", "callback"]
     list_filter = [
-        StatusFilter, "run_type", CallbackFilter, GroupFilter, "paused", "declared_in_code",
+        StatusFilter, "run_type", CallbackFilter, GroupFilter, QueueFilter, "paused",
+        "declared_in_code",
     ]  # fmt: skip
     # Fits a 1,366-pixel window beside Django's two sidebars: attempts and the last run are in
     # the status badge's tooltip, the whole error on the change view.
@@ -62,6 +63,8 @@ class TaskAdmin(BoundedCount, TaskColumns, TaskModelAdmin):
                     "served_by",
                     "kwargs",
                     "group_id",
+                    "queue",
+                    "priority",
                 ]  # fmt: skip
             },
         ),

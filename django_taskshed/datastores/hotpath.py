@@ -3,12 +3,12 @@
 The ORM path in ``leases`` costs a worker about as much CPU as the database spends on the
 rows: a claim is a SELECT and an UPDATE with one parameter per task, and settling reads the
 held rows back before writing them. Here a claim is one ``UPDATE ... RETURNING`` around the
-ORM's subquery that picks the earliest due rows (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite
-runs one writer at a time, so its single statement cannot double-claim). On PostgreSQL a
-batch of results is one statement per kind of write, joined to ``unnest()`` arrays of
-(task_id, claim_token, updated_at) so that the fence is in the statement itself. Only the
-rows a statement did not write (edited while running, or lost) are read back, by the ORM
-path's own rules.
+ORM's subquery that picks the due rows in the claim's order (``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL; SQLite runs one writer at a time, so its single statement cannot double-claim).
+On PostgreSQL a batch of results is one statement per kind of write, joined to ``unnest()``
+arrays of (task_id, claim_token, updated_at) so that the fence is in the statement itself.
+Only the rows a statement did not write (edited while running, or lost) are read back, by
+the ORM path's own rules.
 """
 
 from datetime import datetime
@@ -100,7 +100,7 @@ def claim(
     lease_expires_at: datetime,
 ) -> list[dict[str, Any]]:
     """Run ``claim_statement``: the claimed rows as dicts of ``columns``, converted as the ORM
-    would, earliest first."""
+    would, in the claim's order (highest priority, then earliest)."""
     connection = connections[picked.db]
     statement, params = claim_statement(picked, columns, worker_id, token, lease_expires_at)
     with connection.cursor() as cursor:
@@ -118,7 +118,7 @@ def claim(
             for convert in fns:
                 values[i] = convert(values[i], expression, connection)
         claimed.append(dict(zip(columns, values, strict=True)))
-    claimed.sort(key=lambda values: values["run_at"])
+    claimed.sort(key=lambda values: (-values["priority"], values["run_at"]))
     return claimed
 
 

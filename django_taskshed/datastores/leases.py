@@ -7,7 +7,7 @@ on PostgreSQL results are written one statement per kind (``hotpath``).
 
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from ..conf import taskshed_settings
 from ..django_internals import delete_without_signals
-from ..models import Task, TaskQuerySet
+from ..models import CLAIM_ORDER, Task, TaskQuerySet
 from . import hotpath
 from . import runs as runs_sql
 from .tasks import TaskOperations
@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 CLAIM_FIELDS = (
     "task_id", "callback", "kwargs", "run_at", "run_type", "interval", "coalesce",
     "max_retries", "timeout", "attempts", "updated_at", "cron", "timezone", "on_nonexistent",
-    "on_ambiguous", "group_id", "abandoned_by",
+    "on_ambiguous", "group_id", "priority", "abandoned_by",
 )  # fmt: skip
 LEASE_CLEARED = {"lease_owner": None, "lease_expires_at": None, "claim_token": None}
 
@@ -54,6 +54,7 @@ class ClaimedTask:
     on_nonexistent: str
     on_ambiguous: str
     group_id: str | None
+    priority: int
     abandoned_by: str | None  # the worker that died holding the lease before this claim
     claim_token: str
 
@@ -79,9 +80,15 @@ class LeaseOperations(TaskOperations):
     """The worker's steps; each starts from ``get_queryset()``."""
 
     def claim_due_tasks(
-        self, worker_id: str, limit: int, lease_seconds: float, ahead: float = 0.0
+        self,
+        worker_id: str,
+        limit: int,
+        lease_seconds: float,
+        ahead: float = 0.0,
+        queues: Collection[str] | None = None,
     ) -> list[ClaimedTask]:
-        """Claim up to ``limit`` tasks due within ``ahead`` seconds, earliest first.
+        """Claim up to ``limit`` tasks due within ``ahead`` seconds from ``queues`` (None:
+        every queue), highest priority first, then earliest.
 
         PostgreSQL and MySQL lock the picked rows with ``SELECT ... FOR UPDATE SKIP LOCKED``;
         SQLite, which has no row locks, leases them with a conditional ``UPDATE``. Either way
@@ -89,7 +96,7 @@ class LeaseOperations(TaskOperations):
         attempt, and is recorded in the run history as ``abandoned``.
         """
         now = timezone.now()
-        due = self.get_queryset().due(now, now + timedelta(seconds=ahead)).order_by("run_at")
+        due = self.claimable(now, ahead, queues)
         token = uuid.uuid4().hex
         expires = now + timedelta(seconds=lease_seconds)
         if hotpath.can_claim(connections[self.using]):
@@ -102,6 +109,14 @@ class LeaseOperations(TaskOperations):
         if taskshed_settings.HISTORY and any(claim.abandoned_by for claim in claims):
             self._record_abandoned(claims, now)
         return claims
+
+    def claimable(
+        self, now: datetime, ahead: float = 0.0, queues: Collection[str] | None = None
+    ) -> TaskQuerySet:
+        """The tasks a claim picks from, in the order it picks them (``CLAIM_ORDER``, which
+        the due index keeps)."""
+        due = self.get_queryset().due(now, now + timedelta(seconds=ahead)).in_queues(queues)
+        return due.order_by(*CLAIM_ORDER)
 
     def _record_abandoned(self, claims: list[ClaimedTask], now: datetime) -> None:
         """The ``abandoned`` rows of the attempts this claim took over; a failure is logged."""
@@ -148,7 +163,7 @@ class LeaseOperations(TaskOperations):
             if not ids or not due.filter(pk__in=ids).update(**lease):
                 return []
             held = tasks.filter(pk__in=ids, claim_token=token)
-            return list(held.order_by("run_at").values(*CLAIM_FIELDS))
+            return list(held.order_by(*CLAIM_ORDER).values(*CLAIM_FIELDS))
 
     def renew_leases(self, worker_id: str, tokens: Iterable[str], lease_seconds: float) -> int:
         """Extend the leases this worker holds under ``tokens``. Returns how many."""
@@ -244,9 +259,12 @@ class LeaseOperations(TaskOperations):
         except DatabaseError:
             logger.exception("could not record %d task run(s) in the history", len(runs))
 
-    def next_free_run_at(self) -> datetime | None:
-        """The earliest run_at of a task free to run (runnable, no lease); None if none is."""
+    def next_free_run_at(self, queues: Collection[str] | None = None) -> datetime | None:
+        """The earliest run_at of a task in ``queues`` (None: every queue) free to run
+        (runnable, no lease); None if none is. Earliest whatever its priority: a worker must
+        wake for a due task of low priority too."""
         free = self.get_queryset().runnable().filter(lease_expires_at__isnull=True)
+        free = free.in_queues(queues)
         return free.order_by("run_at").values_list("run_at", flat=True).first()
 
 

@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 INSERT_COLUMNS = (
     "task_id", "callback", "kwargs", "run_at", "run_type", "interval", "group_id", "paused",
     "paused_at", "coalesce", "max_retries", "timeout", "created_at", "updated_at", "cron",
-    "timezone", "on_nonexistent", "on_ambiguous", "declared_in_code",
+    "timezone", "on_nonexistent", "on_ambiguous", "declared_in_code", "queue", "priority",
 )  # fmt: skip
 CONSTANT_COLUMNS = {
     "attempts": "0",
@@ -48,7 +48,7 @@ ANALYZE_LOCK_TIMEOUT = "200ms"
 PG_ARRAY_TYPES = (
     "text", "text", "jsonb", "timestamptz", "text", "interval", "text", "bool",
     "timestamptz", "bool", "int4", "interval", "timestamptz", "timestamptz", "text", "text",
-    "text", "text", "bool",
+    "text", "text", "bool", "text", "int2",
 )  # fmt: skip
 DURATION_POSITIONS = (5, 11)
 

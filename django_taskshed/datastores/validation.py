@@ -11,7 +11,15 @@ from .. import cron
 from ..conf import taskshed_settings
 from ..cron import CronSchedule
 from ..exceptions import InvalidTaskError
-from ..models import CALLBACK_MAX_LENGTH, CRON_MAX_LENGTH, ID_MAX_LENGTH, RunType
+from ..models import (
+    CALLBACK_MAX_LENGTH,
+    CRON_MAX_LENGTH,
+    ID_MAX_LENGTH,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    QUEUE_MAX_LENGTH,
+    RunType,
+)
 
 RUN_TYPES = frozenset(RunType.values)
 
@@ -39,6 +47,16 @@ def check_identifier(value: Any, field: str, max_length: int, task_id: str | Non
             f"{field} must be 1 to {max_length} characters long, got {len(value)}",
             task_id=task_id,
             field=field,
+        )
+
+
+def check_priority(value: Any, task_id: str | None) -> None:
+    """An int from ``PRIORITY_MIN`` to ``PRIORITY_MAX`` (-100..100)."""
+    if type(value) is not int or not PRIORITY_MIN <= value <= PRIORITY_MAX:
+        raise InvalidTaskError(
+            f"priority must be an int from {PRIORITY_MIN} to {PRIORITY_MAX}, got {value!r}",
+            task_id=task_id,
+            field="priority",
         )
 
 
@@ -204,6 +222,8 @@ def task_row(task: Any, now: datetime, max_bytes: int) -> tuple[Any, ...]:
     check_optional(task.max_retries, "max_retries", int, task_id)
     check_optional(task.timeout, "timeout", timedelta, task_id)
     check_flag(task.declared_in_code, "declared_in_code", task_id)
+    check_identifier(task.queue, "queue", QUEUE_MAX_LENGTH, task_id)
+    check_priority(task.priority, task_id)
     run_at = first_run(task, now, task_id)
     return (
         task_id,
@@ -225,4 +245,6 @@ def task_row(task: Any, now: datetime, max_bytes: int) -> tuple[Any, ...]:
         task.on_nonexistent,
         task.on_ambiguous,
         task.declared_in_code,
+        task.queue,
+        task.priority,
     )

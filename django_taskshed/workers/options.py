@@ -3,10 +3,12 @@
 import os
 import socket
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any
 
 from ..conf import taskshed_settings
+from ..models import QUEUE_MAX_LENGTH
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,7 @@ class WorkerOptions:
         max_tasks: Stop after claiming this many tasks.
         burst: Stop once nothing is due.
         shutdown_timeout: Seconds running callbacks get to finish at shutdown.
+        queues: The queues it claims from (names, or comma-separated names); None: every queue.
     """
 
     concurrency: int
@@ -32,6 +35,7 @@ class WorkerOptions:
     max_tasks: int | None = None
     burst: bool = False
     shutdown_timeout: float = 30.0
+    queues: tuple[str, ...] | None = None
 
     @classmethod
     def from_kwargs(cls, options: dict[str, Any]) -> "WorkerOptions":
@@ -48,6 +52,8 @@ class WorkerOptions:
             "lease": taskshed_settings.LEASE_SECONDS,
         }
         values.update({key: value for key, value in options.items() if value is not None})
+        if values.get("queues") is not None:
+            values["queues"] = queue_names(values["queues"])
         return cls(**values)
 
     def claim_limit(self, running: int, claimed: int) -> int:
@@ -60,6 +66,28 @@ class WorkerOptions:
     def done_claiming(self, claimed: int) -> bool:
         """Whether ``max_tasks`` have been claimed."""
         return self.max_tasks is not None and claimed >= self.max_tasks
+
+
+def queue_names(values: str | Iterable[str]) -> tuple[str, ...]:
+    """Queue names from names or comma-separated names (``--queue a --queue b,c``), each
+    once, in order; ValueError for an empty or too long name, or for none at all."""
+    parts = [values] if isinstance(values, str) else list(values)
+    names: dict[str, None] = {}
+    for part in parts:
+        if not isinstance(part, str):
+            raise ValueError(f"a queue name must be a string, not {type(part).__name__}")
+        for name in (name.strip() for name in part.split(",")):
+            if not name or len(name) > QUEUE_MAX_LENGTH:
+                raise ValueError(f"queue names are 1 to {QUEUE_MAX_LENGTH} characters: {part!r}")
+            names[name] = None
+    if not names:
+        raise ValueError("queues: name at least one queue, or pass None for every queue")
+    return tuple(names)
+
+
+def describe_queues(queues: tuple[str, ...] | None) -> str:
+    """The queues a worker claims from, for its start-up line."""
+    return "every queue" if queues is None else f"queues [{', '.join(queues)}]"
 
 
 def default_worker_id() -> str:

@@ -39,7 +39,7 @@ class EventDrivenWorker:
     Args:
         callback_map: Name -> callable (async or sync); None uses the registry.
         datastore: Where tasks live; defaults to ``DjangoDataStore()``.
-        **options: The fields of ``WorkerOptions`` (``concurrency``, ``lease``, ...).
+        **options: The fields of ``WorkerOptions`` (``concurrency``, ``lease``, ``queues``...).
     """
 
     def __init__(
@@ -133,9 +133,8 @@ class EventDrivenWorker:
         limit = self.options.claim_limit(len(self._inflight), self.claimed_count)
         if limit <= 0:
             return False
-        claims = await self._threads[0].run(
-            self.datastore.claim_due_tasks, self.worker_id, limit, self.options.lease, CLAIM_AHEAD
-        )
+        step = (self.datastore.claim_due_tasks, self.worker_id, limit, self.options.lease)
+        claims = await self._threads[0].run(*step, CLAIM_AHEAD, self.options.queues)
         self._nothing_due = not claims
         for claim in claims:
             self._begin(claim)
@@ -145,7 +144,8 @@ class EventDrivenWorker:
         """Sleep until the earliest free task is due, a hint, a free slot or the poll."""
         deadline = timezone.now() + timedelta(seconds=self.options.poll_interval)
         if self.options.claim_limit(len(self._inflight), self.claimed_count) > 0:
-            next_run = await self._threads[0].run(self.datastore.next_free_run_at)
+            free_at = self.datastore.next_free_run_at  # of a task in this worker's queues
+            next_run = await self._threads[0].run(free_at, self.options.queues)
             if next_run is not None:
                 deadline = min(deadline, next_run - timedelta(seconds=CLAIM_AHEAD))
         await self._alarm.sleep_until(deadline)

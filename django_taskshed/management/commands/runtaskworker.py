@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from django_taskshed import notifications
 from django_taskshed.workers import EventDrivenWorker
+from django_taskshed.workers.options import describe_queues, queue_names
 
 logger = logging.getLogger("django_taskshed")
 
@@ -45,6 +46,14 @@ class Command(BaseCommand):
         parser.add_argument(
             "--shutdown-timeout", type=positive(float), default=30.0, help="grace period, s"
         )
+        parser.add_argument(
+            "--queue",
+            action="append",
+            type=queue_names,
+            dest="queues",
+            metavar="NAME",
+            help="claim only from this queue (repeat, or a,b,c); default: every queue",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         self._configure_logging(options["verbosity"])
@@ -57,6 +66,7 @@ class Command(BaseCommand):
             max_tasks=options["max_tasks"],
             burst=options["burst"],
             shutdown_timeout=options["shutdown_timeout"],
+            queues=None if options["queues"] is None else sum(options["queues"], ()),
         )
         asyncio.run(self._serve(worker))
         connections.close_all()
@@ -95,7 +105,8 @@ class Command(BaseCommand):
 
     @staticmethod
     def _due_now(worker: EventDrivenWorker) -> int:
-        return worker.datastore.get_queryset().due(timezone.now()).count()
+        due = worker.datastore.get_queryset().due(timezone.now())
+        return due.in_queues(worker.options.queues).count()
 
     def _banner(self, worker: EventDrivenWorker, due_now: int) -> str:
         using = worker.datastore.using
@@ -103,7 +114,8 @@ class Command(BaseCommand):
         return (
             f"taskshed worker {worker.worker_id} started: database {connections[using].vendor} "
             f"({using}), channel layer {type(layer).__name__ if layer else 'off'}, "
-            f"callbacks [{', '.join(sorted(worker.callbacks or {}))}], {due_now} task(s) due"
+            f"callbacks [{', '.join(sorted(worker.callbacks or {}))}], "
+            f"{describe_queues(worker.options.queues)}, {due_now} task(s) due"
         )
 
     def _configure_logging(self, verbosity: int) -> None:

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('django_taskshed', '0006_run_kwargs'),
+        ('django_taskshed', '0007_queue_priority'),
     ]
 
     operations = [
