@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import DatabaseError, connections, transaction
-from django.db.models import Case, F, When
+from django.db.models import Case, F, Func, OrderBy, When
 from django.utils import timezone
 
 from ..conf import taskshed_settings
@@ -113,10 +113,28 @@ class LeaseOperations(TaskOperations):
     def claimable(
         self, now: datetime, ahead: float = 0.0, queues: Collection[str] | None = None
     ) -> TaskQuerySet:
-        """The tasks a claim picks from, in the order it picks them (``CLAIM_ORDER``, which
-        the due index keeps)."""
+        """The tasks a claim picks from, in the order it picks them (``CLAIM_ORDER``).
+
+        The due index keeps that order, so a backlog is claimed by walking it to the claim's
+        LIMIT. But with few tasks due among many future ones, that walk passes every future
+        entry of each priority; then the ``run_at`` index, read up to now and sorted, is the
+        cheap plan. PostgreSQL's planner picks between the two from its statistics. SQLite's
+        and MySQL's would walk the due index: there, when every runnable task has one priority
+        (two reads at the ends of the due index tell), the order is ``run_at`` alone, the same
+        order; otherwise the priority is ordered by an expression no index keeps, forcing the
+        read-and-sort plan.
+        """
         due = self.get_queryset().due(now, now + timedelta(seconds=ahead)).in_queues(queues)
-        return due.order_by(*CLAIM_ORDER)
+        if connections[self.using].vendor == "postgresql":
+            return due.order_by(*CLAIM_ORDER)
+        if self._one_priority():
+            return due.order_by("run_at")
+        return due.order_by(OrderBy(UnaryPlus(F("priority")), descending=True), "run_at")
+
+    def _one_priority(self) -> bool:
+        runnable = Task.objects.using(self.using).runnable().values_list("priority", flat=True)
+        highest = runnable.order_by("-priority", "run_at").first()
+        return highest is None or highest == runnable.order_by("priority", "-run_at").first()
 
     def _record_abandoned(self, claims: list[ClaimedTask], now: datetime) -> None:
         """The ``abandoned`` rows of the attempts this claim took over; a failure is logged."""
@@ -266,6 +284,12 @@ class LeaseOperations(TaskOperations):
         free = self.get_queryset().runnable().filter(lease_expires_at__isnull=True)
         free = free.in_queues(queues)
         return free.order_by("run_at").values_list("run_at", flat=True).first()
+
+
+class UnaryPlus(Func):
+    """``+expression``: the same value, which SQLite and MySQL do not read from an index."""
+
+    template = "(+%(expressions)s)"
 
 
 def _write_changes(tasks: TaskQuerySet, outcomes: list[Outcome]) -> None:
