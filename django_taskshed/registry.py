@@ -93,6 +93,15 @@ def get_callbacks() -> dict[str, Callable[..., Any]]:
     return callbacks
 
 
+def worker_callbacks() -> dict[str, Callable[..., Any]]:
+    """What a worker serves: the registered callbacks, and the Django tasks of a
+    ``TaskShedBackend`` loaded in this process (by module path; a registered callback of the
+    same name wins)."""
+    from .tasks_framework.loaded import task_callbacks
+
+    return {**task_callbacks(), **get_callbacks()}
+
+
 def _settings_callbacks() -> dict[str, Any]:
     value = taskshed_settings.CALLBACKS
     return value if isinstance(value, dict) else {}

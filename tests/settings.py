@@ -14,6 +14,7 @@ import json
 import os
 import tempfile
 import uuid
+from importlib.util import find_spec
 from pathlib import Path
 
 import dj_database_url
@@ -33,6 +34,18 @@ INSTALLED_APPS = [
     "django_taskshed",
     "tests.testapp",
 ]
+
+# Django's Tasks framework: built in from Django 6.0, the django-tasks backport on 5.2 (whose
+# app wires its checks and signals). Tasks go to this app's backend.
+TASKS_FRAMEWORK = find_spec("django.tasks") is not None or find_spec("django_tasks") is not None
+if TASKS_FRAMEWORK and find_spec("django.tasks") is None:
+    INSTALLED_APPS.append("django_tasks")
+TASKS = {
+    "default": {
+        "BACKEND": "django_taskshed.backends.TaskShedBackend",
+        "QUEUES": ["default", "mail", "reports", "batch"],
+    }
+}
 
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -10,6 +10,7 @@ from django.template.response import SimpleTemplateResponse
 
 from ..models import Task
 from ..schedulers import SyncScheduler
+from ..tasks_framework.payload import is_payload
 from .actions import pause, resume, retry_failed, run_now
 from .columns import TaskColumns, served
 from .filters import BoundedCount, CallbackFilter, GroupFilter, QueueFilter, StatusFilter
@@ -116,7 +117,9 @@ class TaskAdmin(BoundedCount, TaskColumns, TaskModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Task | None = None) -> list[str]:
         fields = list(super().get_readonly_fields(request, obj))
-        if obj is not None and obj.declared_in_code:  # its definition lives in the settings
+        # A schedule declared in code, or a task enqueued through Django's Tasks framework:
+        # its definition lives in the code.
+        if obj is not None and (obj.declared_in_code or is_payload(obj.kwargs)):
             return [*fields, "task_id", *DECLARED_DEFINITION]
         return [*fields, "task_id"] if obj is not None else fields
 

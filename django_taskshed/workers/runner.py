@@ -24,6 +24,7 @@ from ..datastores import ClaimedTask, Outcome
 from ..exceptions import BadTaskError, TaskTimeoutError
 from ..models import RunType
 from ..occurrences import next_run, retry_delay
+from .current import CurrentRun, current_run
 from .history import recorded
 
 REPEATING = (RunType.RECURRING, RunType.CRON)
@@ -67,6 +68,7 @@ async def run_claim(
         "task_id": claim.task_id, "callback": claim.callback, "scheduled_for": claim.run_at,
         "started_at": started, "attempt": claim.attempts + 1, "worker_id": worker_id,
     }  # fmt: skip
+    current_run.set(CurrentRun(claim, started, worker_id))
     await signals.asend(signals.task_started, **about)
     try:
         func = resolve(callbacks, claim)
@@ -172,6 +174,16 @@ async def invoke(
     return result
 
 
+def error_line(exc: BaseException) -> str:
+    """``Type: message``, the first line, as a traceback ends: the type named with its module,
+    but for built-in exceptions and this app's own."""
+    kind = type(exc)
+    name = kind.__qualname__
+    if kind.__module__ not in ("builtins", "__main__", "django_taskshed.exceptions"):
+        name = f"{kind.__module__}.{name}"
+    return f"{name}: {exc}".splitlines()[0][:ERROR_MAX_CHARS]
+
+
 def user_traceback(exc: BaseException) -> str:
     """The traceback from the callback's own frames on: the worker's and asyncio's are noise."""
     tb = exc.__traceback__
@@ -210,7 +222,7 @@ def failed(
     changes: dict[str, Any] = {
         "attempts": attempts,
         "last_run_at": started,
-        "last_error": f"{type(exc).__name__}: {exc}".splitlines()[0][:ERROR_MAX_CHARS],
+        "last_error": error_line(exc),
         "last_traceback": user_traceback(exc)[-TRACEBACK_MAX_CHARS:],
     }
     limit = claim.max_retries if claim.max_retries is not None else max_retries

@@ -12,7 +12,7 @@ from django.utils import timezone
 from ..datastores import ClaimedTask, DjangoDataStore
 from ..eager import eager
 from ..exceptions import DuplicateCallbackError
-from ..registry import get_callbacks
+from ..registry import worker_callbacks
 from .alarm import Alarm
 from .database_threads import worker_threads
 from .inflight import InFlight, Run
@@ -69,7 +69,7 @@ class EventDrivenWorker:
     def add_callback(self, name: str, callback: Callable[..., Any]) -> None:
         """Serve ``callback`` under ``name``; a name already taken raises ValueError."""
         if self.callbacks is None:
-            self.callbacks = get_callbacks()
+            self.callbacks = worker_callbacks()
         if name in self.callbacks:
             raise DuplicateCallbackError(name, repr(self.callbacks[name]), repr(callback))
         self.callbacks[name] = callback
@@ -80,7 +80,7 @@ class EventDrivenWorker:
             return
         self._alarm.loop = asyncio.get_running_loop()
         if self.callbacks is None:
-            self.callbacks = get_callbacks()
+            self.callbacks = worker_callbacks()
         await self._resources.enter_async_context(
             WorkerResources(self, self._threads, self._executor, self._settlement.held_tokens)
         )

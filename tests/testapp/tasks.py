@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.utils import timezone
 
 from django_taskshed.models import Task
@@ -101,3 +102,9 @@ def record_run_at(key: str, until: str) -> None:
     _start(key, "record_run_at", {"run_at": run_at.isoformat()}, finished=True)
     if run_at >= datetime.fromisoformat(until):
         Task.objects.filter(pk=key).update(paused=True)
+
+
+# Django tasks, run by the same workers; a worker started with TASKSHED_TEST_NO_DJTASKS=1 does
+# not load them (the test of a task the worker did not load).
+if settings.TASKS_FRAMEWORK and os.environ.get("TASKSHED_TEST_NO_DJTASKS") != "1":
+    from . import djtasks  # noqa: F401

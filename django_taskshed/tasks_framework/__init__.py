@@ -1,0 +1,1 @@
+"""Django's Tasks framework on TaskShed's tables and worker (``django_taskshed.backends``)."""

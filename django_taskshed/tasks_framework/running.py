@@ -1,0 +1,137 @@
+"""A Django task as a worker callback: its row's kwargs are the task's arguments, and the
+worker's run is reported with Django's ``task_started`` and ``task_finished`` signals.
+
+Django's receivers of those signals are called directly, in the callback's thread for a sync
+task and on the worker's event loop for an async one (as Django's own backends do).
+"""
+
+import traceback
+from collections.abc import Callable
+from datetime import datetime
+from functools import lru_cache
+from inspect import iscoroutinefunction
+from typing import Any
+
+from asgiref.sync import sync_to_async
+
+from ..workers.current import current_run
+from . import compat
+from .payload import Payload
+
+
+def callback_for(task: Any) -> Callable[..., Any]:
+    """The callable a worker runs for ``task``: a coroutine function for an async task."""
+    if iscoroutinefunction(task.func):
+
+        async def run_async(args: list[Any], kwargs: dict[str, Any], task_options: Any) -> Any:
+            attempts = current_run.get().claim.attempts
+            earlier = await sync_to_async(earlier_workers)(attempts) if attempts else []
+            result = running_result(task, Payload(args, kwargs, task_options), earlier)
+            _started(result)
+            try:
+                value = compat.normalize_json(
+                    await task.func(*_arguments(task, result), **result.kwargs)
+                )
+            except BaseException as exc:
+                _failed(result, exc)
+                raise
+            return _finished(result, value)
+
+        return run_async
+
+    def run(args: list[Any], kwargs: dict[str, Any], task_options: Any) -> Any:
+        attempts = current_run.get().claim.attempts
+        earlier = earlier_workers(attempts) if attempts else []
+        result = running_result(task, Payload(args, kwargs, task_options), earlier)
+        _started(result)
+        try:
+            value = compat.normalize_json(task.func(*_arguments(task, result), **result.kwargs))
+        except BaseException as exc:
+            _failed(result, exc)
+            raise
+        return _finished(result, value)
+
+    return run
+
+
+def _arguments(task: Any, result: Any) -> list[Any]:
+    if task.takes_context:
+        return [compat.TaskContext(task_result=result), *result.args]
+    return list(result.args)
+
+
+def running_result(task: Any, payload: Payload, earlier_worker_ids: list[str]) -> Any:
+    """The ``TaskResult`` of the run under way, as Django's signals and ``TaskContext`` see it."""
+    run = current_run.get()
+    return compat.TaskResult(
+        task=bound_task(
+            task, payload.backend, payload.queue_name, payload.priority, payload.run_after
+        ),
+        id=run.claim.task_id,
+        status=compat.TaskResultStatus.RUNNING,
+        enqueued_at=payload.enqueued_at,
+        started_at=run.started_at,
+        finished_at=None,
+        last_attempted_at=run.started_at,
+        args=payload.args,
+        kwargs=payload.kwargs,
+        backend=payload.backend,
+        errors=[],
+        worker_ids=[*earlier_worker_ids, run.worker_id],
+    )
+
+
+def earlier_workers(attempts: int) -> list[str]:
+    """The workers of the run's earlier attempts, oldest first, from the run history (only a
+    retry reads it); "" for an attempt the history does not have."""
+    from .results import attempt_rows
+
+    known = [row.worker_id for row in attempt_rows(current_run.get().claim.task_id)]
+    known = known[-attempts:]
+    return [""] * (attempts - len(known)) + known
+
+
+@lru_cache(maxsize=1024)
+def bound_task(
+    task: Any, backend: str, queue_name: str, priority: int, run_after: datetime | None
+) -> Any:
+    """``task`` as it was enqueued (``Task.using()`` validates it, so that is done once)."""
+    if (task.backend, task.queue_name, task.priority, task.run_after) == (
+        backend, queue_name, priority, run_after,
+    ):  # fmt: skip
+        return task
+    return task.using(
+        backend=backend, queue_name=queue_name, priority=priority, run_after=run_after
+    )
+
+
+def _started(result: Any) -> None:
+    compat.task_started.send(sender=_sender(result), task_result=result)
+
+
+def _finished(result: Any, value: Any) -> Any:
+    """``value`` has been through ``normalize_json`` (Django's rule: a value JSON cannot hold
+    fails the run with ``TypeError``)."""
+    object.__setattr__(result, "status", compat.TaskResultStatus.SUCCESSFUL)
+    object.__setattr__(result, "_return_value", value)
+    compat.task_finished.send(sender=_sender(result), task_result=result)
+    return value
+
+
+def _failed(result: Any, exc: BaseException) -> None:
+    """Called while ``exc`` is handled: Django's receiver logs ``sys.exc_info()``."""
+    object.__setattr__(result, "status", compat.TaskResultStatus.FAILED)
+    error = compat.TaskError(
+        exception_class_path=class_path(type(exc)),
+        traceback="".join(traceback.format_exception(exc)),
+    )
+    result.errors.append(error)
+    compat.task_finished.send(sender=_sender(result), task_result=result)
+
+
+def class_path(kind: type) -> str:
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _sender(result: Any) -> type:
+    return type(result.task.get_backend())

@@ -1,0 +1,317 @@
+"""``TaskShedBackend``: Django's Tasks framework on the task table, the worker and the history.
+
+In-process workers here; real ``runtaskworker`` processes at the end (marked slow)."""
+
+import time
+from datetime import timedelta
+
+import pytest
+from django.conf import settings
+from django.core.checks import run_checks
+from django.db import transaction
+from django.test import override_settings
+from django.utils import timezone
+
+from django_taskshed.models import Task, TaskRun
+from django_taskshed.schedulers import AsyncScheduler, SyncScheduler
+from django_taskshed.workers import EventDrivenWorker
+from tests.waiting import eventually
+
+if not settings.TASKS_FRAMEWORK:  # pragma: no cover
+    pytest.skip("no Django Tasks framework here", allow_module_level=True)
+
+from django_taskshed.backends import TaskShedBackend  # noqa: E402
+from django_taskshed.tasks_framework import compat  # noqa: E402
+from tests.testapp import djtasks  # noqa: E402
+from tests.testapp.models import Execution  # noqa: E402
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30)]
+Status = compat.TaskResultStatus
+FAST = {"poll_interval": 0.1}
+
+
+async def run_until(condition, what: str, timeout: float = 10) -> EventDrivenWorker:
+    """A worker serving the registry (the Django tasks loaded here included) until
+    ``condition`` holds."""
+    worker = EventDrivenWorker(**FAST)
+    await worker.start()
+    try:
+        await eventually(condition, timeout=timeout, what=what)
+    finally:
+        await worker.shutdown()
+    return worker
+
+
+async def finished(result) -> bool:
+    await result.arefresh()
+    return result.status in (Status.SUCCESSFUL, Status.FAILED)
+
+
+# --- enqueue -----------------------------------------------------------------------------------
+
+
+def test_enqueue_writes_a_due_task_row_and_reads_back_the_same_result():
+    before = timezone.now()
+    result = djtasks.add.enqueue(2, 3, key="k")
+    assert result.status == Status.READY and result.backend == "default"
+    assert (result.args, result.kwargs, result.attempts) == ([2, 3], {"key": "k"}, 0)
+    row = Task.objects.get(pk=result.id)
+    assert row.callback == "tests.testapp.djtasks.add"
+    assert before <= row.run_at <= timezone.now() and row.run_at == result.enqueued_at
+    assert (row.queue, row.priority) == ("default", 0)
+    assert djtasks.add.get_result(result.id) == result
+
+
+def test_run_after_priority_and_queue_are_the_rows():
+    later = timezone.now() + timedelta(hours=1)
+    task = djtasks.add.using(run_after=later, priority=7, queue_name="reports")
+    result = task.enqueue(1, 1)
+    row = Task.objects.get(pk=result.id)
+    assert (row.run_at, row.priority, row.queue) == (later, 7, "reports")
+    again = djtasks.add.get_result(result.id)
+    assert again.task == task and again.status == Status.READY
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        ((timezone.now(), 1), {}, "argument 0 of tests.testapp.djtasks.add is not JSON"),
+        ((1, 2), {"key": {1: "one"}}, "keyword argument 'key' of tests.testapp.djtasks.add does "
+         "not survive JSON"),
+        ((float("nan"), 2), {}, "argument 0 of tests.testapp.djtasks.add is not JSON"),
+    ],
+)  # fmt: skip
+def test_arguments_that_do_not_survive_json_are_refused_at_enqueue(args, kwargs, message):
+    with pytest.raises(TypeError, match=message):
+        djtasks.add.enqueue(*args, **kwargs)
+    assert not Task.objects.exists()
+
+
+def test_tuples_come_back_as_lists_as_django_says():
+    result = djtasks.add.enqueue((1, 2), 3)
+    assert result.args == [[1, 2], 3]
+
+
+def test_an_enqueue_rolled_back_with_its_transaction_leaves_nothing():
+    with pytest.raises(RuntimeError), transaction.atomic():
+        result = djtasks.add.enqueue(1, 2)
+        assert Task.objects.filter(pk=result.id).exists()  # visible inside
+        raise RuntimeError("roll back")
+    assert not Task.objects.exists()
+    with pytest.raises(compat.TaskResultDoesNotExist):
+        djtasks.add.get_result(result.id)
+
+
+def test_an_unknown_id_or_a_taskshed_task_is_no_result():
+    with pytest.raises(compat.TaskResultDoesNotExist):
+        djtasks.add.get_result("no-such-id")
+    SyncScheduler().add_task("record", task_id="plain", kwargs={"key": "plain"})
+    with pytest.raises(compat.TaskResultDoesNotExist):
+        djtasks.add.get_result("plain")
+
+
+def test_the_backend_says_what_it_supports():
+    backend = djtasks.add.get_backend()
+    assert isinstance(backend, TaskShedBackend)
+    assert backend.supports_defer and backend.supports_async_task
+    assert backend.supports_get_result and backend.supports_priority
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"OPTIONS": {"RETRIES": 1}}, "has unknown keys ['RETRIES']"),
+        ({"OPTIONS": {"DATABASE": "nope"}}, "'nope' is not a database"),
+        ({"OPTIONS": {"MAX_RETRIES": -1}}, "MAX_RETRIES'] must be an int >= 0, not -1"),
+        ({"OPTIONS": {"TIMEOUT": "5"}}, "TIMEOUT'] must be seconds > 0, not '5'"),
+        ({"QUEUES": ["default", ""]}, "QUEUES'] holds '': a queue is a name of 1 to"),
+    ],
+)
+def test_manage_py_check_names_a_bad_entry(entry, message):
+    backend = TaskShedBackend("bad", entry)
+    (error,) = backend.check()
+    assert message in error.msg and error.id == "django_taskshed.E010"
+
+
+def test_manage_py_check_passes_the_test_settings():
+    assert not [m for m in run_checks() if m.id == "django_taskshed.E010"]
+
+
+# --- running -----------------------------------------------------------------------------------
+
+
+async def test_a_worker_runs_sync_and_async_tasks_and_results_outlive_their_rows():
+    sync_result = await djtasks.add.aenqueue(2, 3, key="sync")
+    async_result = await djtasks.add_async.aenqueue(4, 5, key="async")
+    worker = await run_until(lambda: _all_finished(sync_result, async_result), "both results")
+    assert not await Task.objects.filter(pk__in=[sync_result.id, async_result.id]).aexists()
+    assert (sync_result.status, sync_result.return_value) == (Status.SUCCESSFUL, 5)
+    assert (async_result.status, async_result.return_value) == (Status.SUCCESSFUL, {"sum": 9})
+    for result in (sync_result, async_result):
+        assert result.worker_ids == [worker.worker_id] and result.attempts == 1
+        assert result.enqueued_at <= result.started_at <= result.finished_at
+        assert result.last_attempted_at == result.started_at and result.errors == []
+    assert await Execution.objects.filter(key__in=["sync", "async"]).acount() == 2
+    fetched = await djtasks.add.aget_result(sync_result.id)
+    assert fetched == sync_result
+
+
+async def _all_finished(*results) -> bool:
+    return all([await finished(result) for result in results])
+
+
+@override_settings(TASKSHED={"MAX_RETRIES": 2, "RETRY_BACKOFF": 0})
+async def test_failures_are_retried_and_each_is_in_errors():
+    result = await djtasks.fail_until.aenqueue(key="flaky", attempts=3)
+    worker = await run_until(lambda: finished(result), "the third attempt")
+    assert (result.status, result.return_value, result.attempts) == (Status.SUCCESSFUL, "done", 3)
+    assert [error.exception_class_path for error in result.errors] == ["builtins.ValueError"] * 2
+    assert result.errors[0].traceback.rstrip().endswith("ValueError: attempt too early for flaky")
+    assert result.worker_ids == [worker.worker_id] * 3
+
+
+@override_settings(TASKSHED={"MAX_RETRIES": 1, "RETRY_BACKOFF": 0})
+async def test_a_task_that_keeps_failing_ends_failed():
+    result = await djtasks.fail_until.aenqueue(key="doomed", attempts=99)
+    await run_until(lambda: finished(result), "the last attempt")
+    assert (result.status, result.attempts, len(result.errors)) == (Status.FAILED, 2, 2)
+    assert result.finished_at is not None
+    with pytest.raises(ValueError, match="has not finished|failed"):
+        result.return_value  # noqa: B018
+
+
+async def test_a_value_json_cannot_hold_fails_the_run():
+    result = await djtasks.returns_a_set.aenqueue(key="set")
+    await run_until(lambda: finished(result), "the run")
+    assert result.status == Status.FAILED
+    assert result.errors[0].exception_class_path == "builtins.TypeError"
+
+
+@override_settings(TASKSHED={"MAX_RETRIES": 1, "RETRY_BACKOFF": 0})
+async def test_takes_context_passes_the_attempt_and_the_result():
+    result = await djtasks.with_context.aenqueue(key="ctx")
+    worker = await run_until(lambda: finished(result), "the run")
+    assert result.return_value == {"attempt": 1, "id": result.id, "workers": [worker.worker_id]}
+
+
+async def test_a_row_naming_a_task_not_loaded_fails_at_once_without_importing_it():
+    await AsyncScheduler().add_tasks(
+        [
+            Task(
+                task_id="stranger",
+                callback="tests.testapp.not_loaded.run",
+                kwargs={"args": [], "kwargs": {}, "task_options": {}},
+            )
+        ]
+    )
+    await run_until(lambda: _failed("stranger"), "the row to fail")
+    row = await Task.objects.aget(pk="stranger")
+    assert "no callback named 'tests.testapp.not_loaded.run'" in row.last_error
+    import sys
+
+    assert "tests.testapp.not_loaded" not in sys.modules
+
+
+async def _failed(task_id: str) -> bool:
+    return await Task.objects.filter(pk=task_id, failed_at__isnull=False).aexists()
+
+
+def test_a_running_task_reads_as_running_with_its_worker():
+    result = djtasks.add.enqueue(1, 2)
+    lease = timezone.now() + timedelta(seconds=30)
+    Task.objects.filter(pk=result.id).update(lease_owner="w-1", lease_expires_at=lease)
+    result.refresh()
+    assert (result.status, result.worker_ids) == (Status.RUNNING, ["w-1"])
+
+
+def test_history_off_results_end_with_the_row(settings):
+    settings.TASKSHED = {"HISTORY": False}
+    result = djtasks.add.enqueue(1, 2)
+    Task.objects.filter(pk=result.id).delete()
+    assert not TaskRun.objects.exists()
+    with pytest.raises(compat.TaskResultDoesNotExist):
+        result.refresh()
+
+
+# --- real runtaskworker processes --------------------------------------------------------------
+
+
+def wait_finished(worker_procs, *results, timeout: float = 20):
+    def done() -> bool:
+        for result in results:
+            result.refresh()
+        return all(r.status in (Status.SUCCESSFUL, Status.FAILED) for r in results)
+
+    worker_procs.wait_until(done, timeout, "the results")
+
+
+@pytest.mark.slow
+def test_a_runtaskworker_runs_what_another_process_enqueued(worker_procs):
+    results = [djtasks.add.enqueue(1, 2, key="p-sync"), djtasks.add_async.enqueue(3, 4, key="p-a")]
+    worker = worker_procs.start("dj-1", "--poll-interval", "0.5")
+    wait_finished(worker_procs, *results)
+    assert [r.status for r in results] == [Status.SUCCESSFUL] * 2
+    assert [r.return_value for r in results] == [3, {"sum": 7}]
+    assert all(r.worker_ids == ["dj-1"] for r in results)
+    late = djtasks.add.enqueue(5, 6, key="p-late")  # pushed to the running worker
+    wait_finished(worker_procs, late)
+    assert late.return_value == 11
+    worker.stop()
+
+
+@pytest.mark.slow
+def test_due_tasks_run_by_priority_then_run_at(worker_procs):
+    past = timezone.now() - timedelta(seconds=10)
+    order = [(0, 1), (5, 2), (-3, 0), (5, 0), (100, 3)]  # (priority, seconds after past)
+    results = [
+        djtasks.ordered.using(priority=p, run_after=past + timedelta(seconds=s)).enqueue(
+            key=f"o-{p}-{s}"
+        )
+        for p, s in order
+    ]
+    worker_procs.start("dj-order", "--concurrency", "1", "--batch-size", "1")
+    wait_finished(worker_procs, *results)
+    ran = list(Execution.objects.filter(callback="ordered").values_list("key", flat=True))
+    assert ran == ["o-100-3", "o-5-0", "o-5-2", "o-0-1", "o--3-0"]
+
+
+@pytest.mark.slow
+def test_workers_on_different_queues_run_only_their_own(worker_procs):
+    mail = worker_procs.start("dj-mail", "--queue", "mail", wait=False)
+    rest = worker_procs.start("dj-rest", "--queue", "reports,batch", wait=False)
+    for process in (mail, rest):
+        worker_procs.wait_until(process.banner, 30, "a start-up line")
+    results = {
+        queue: [djtasks.add.using(queue_name=queue).enqueue(n, n, key=f"{queue}-{n}")
+                for n in range(3)]
+        for queue in ("mail", "reports", "batch")
+    }  # fmt: skip
+    wait_finished(worker_procs, *[r for rs in results.values() for r in rs])
+    for queue, expected in (("mail", "dj-mail"), ("reports", "dj-rest"), ("batch", "dj-rest")):
+        assert {r.worker_ids[0] for r in results[queue]} == {expected}, queue
+    leftover = djtasks.add.enqueue(0, 0, key="default-queue")  # no worker serves "default"
+    time.sleep(1.5)
+    leftover.refresh()
+    assert leftover.status == Status.READY
+
+
+@pytest.mark.slow
+def test_a_worker_that_did_not_load_the_task_fails_it_without_importing(worker_procs):
+    result = djtasks.add.enqueue(1, 1, key="unloaded")
+    worker_procs.start("dj-bare", "--poll-interval", "0.2", env={"TASKSHED_TEST_NO_DJTASKS": "1"})
+    wait_finished(worker_procs, result)
+    assert result.status == Status.FAILED
+    assert "no callback named 'tests.testapp.djtasks.add'" in result.errors[0].traceback
+    assert not Execution.objects.filter(key="unloaded").exists()
+
+
+def test_the_admin_shows_a_django_task_with_its_definition_read_only(admin_client):
+    from django.urls import reverse
+
+    result = djtasks.add.enqueue(1, 2, key="admin")
+    url = reverse("admin:django_taskshed_task_change", args=[result.id])
+    page = admin_client.get(url)
+    assert page.status_code == 200
+    form = page.context["adminform"].form
+    assert "callback" not in form.fields and "kwargs" not in form.fields  # read-only
+    assert "tests.testapp.djtasks.add" in page.content.decode()
