@@ -170,13 +170,25 @@ def test_a_real_worker_records_its_runs(worker_procs):
         [
             Task(task_id="r-ok", callback="record", kwargs={"key": "r-ok"}),
             Task(task_id="r-fail", callback="fail", kwargs={"key": "r-fail"}),
+            Task(
+                task_id="r-slow",
+                callback="sleep",
+                kwargs={"key": "r-slow", "seconds": 5},
+                timeout=timedelta(seconds=0.3),
+            ),
         ]
     )
     worker = worker_procs.start("hist-1", "--poll-interval", "0.2")
-    worker_procs.wait_until(lambda: TaskRun.objects.count() >= 2, 20, "two recorded runs")
+    worker_procs.wait_until(lambda: TaskRun.objects.count() >= 3, 20, "three recorded runs")
     runs = {run.task_id: run for run in TaskRun.objects.all()}
-    assert (runs["r-ok"].outcome, runs["r-fail"].outcome) == ("succeeded", "failed")
+    assert [runs[key].outcome for key in ("r-ok", "r-fail", "r-slow")] == [
+        "succeeded",
+        "failed",
+        "timed_out",
+    ]
+    assert "timed out after 0.3 s" in runs["r-slow"].error
     assert {run.worker_id for run in runs.values()} == {"hist-1"}
+    assert all(run.attempt == 1 and run.finished_at >= run.started_at for run in runs.values())
     worker.stop()
 
 
