@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from django_taskshed.models import Task, TaskRun, WorkerRecord
 from django_taskshed.notifications import channel_layer
-from django_taskshed.registry import get_callbacks
+from django_taskshed.registry import worker_callbacks
 from django_taskshed.schedulers import SyncScheduler
 from tests.test_cron import TableRow, readme_table
 from tests.testapp.models import Execution
@@ -502,13 +502,13 @@ def test_startup_line_names_worker_database_layer_callbacks_and_due_count(worker
     worker = worker_procs.start("banner-worker", "--poll-interval", "0.5")
 
     layer = type(channel_layer()).__name__
-    callbacks = ", ".join(sorted(get_callbacks()))
+    callbacks = ", ".join(sorted(worker_callbacks()))
     assert worker.banner() == (
         f"taskshed worker banner-worker started: database {connection.vendor} (default), "
         f"channel layer {layer}, callbacks [{callbacks}], every queue, 3 task(s) due"
     )
     record = WorkerRecord.objects.get(pk="banner-worker")
-    assert (record.pid, record.callbacks) == (worker.pid, sorted(get_callbacks()))
+    assert (record.pid, record.callbacks) == (worker.pid, sorted(worker_callbacks()))
     assert stop(worker) == [0]
     assert not WorkerRecord.objects.filter(pk="banner-worker").exists()
 

@@ -26,7 +26,7 @@ from django.utils import timezone
 from django_taskshed.datastores import DjangoDataStore, Outcome
 from django_taskshed.datastores.leases import CLAIM_FIELDS
 from django_taskshed.models import Task, TaskExecutionTime, WorkerRecord
-from django_taskshed.registry import get_callbacks
+from django_taskshed.registry import get_callbacks, worker_callbacks
 from django_taskshed.schedulers import AsyncScheduler, SyncScheduler
 from django_taskshed.workers import EventDrivenWorker
 from django_taskshed.workers import worker as worker_module
@@ -667,8 +667,12 @@ async def test_worker_without_a_map_serves_the_registry():
     async with running(worker):
         record = await WorkerRecord.objects.aget(pk=worker.worker_id)
 
-    assert record.callbacks == sorted(get_callbacks())
+    assert record.callbacks == sorted(worker_callbacks())
     assert {"record", "sleep", "fail", "hang", "flaky"} <= set(record.callbacks)
+    # and the Django tasks of a TaskShedBackend this process has loaded, by module path
+    assert set(record.callbacks) - set(get_callbacks()) == {
+        name for name in record.callbacks if name.startswith("tests.testapp.djtasks.")
+    }
 
 
 async def test_add_callback_serves_a_new_name_and_refuses_a_taken_one():
