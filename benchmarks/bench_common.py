@@ -208,6 +208,32 @@ def count_tasks(alias: str, due_by: Any = None) -> int:
         connections[alias].close()
 
 
+@contextmanager
+def receivers_muted(model: type) -> Iterator[None]:
+    """Disconnect every ``post_save``/``post_delete`` receiver bound to ``model``, then restore.
+
+    The floors are Django's own inserts: django_taskshed's receivers (which notify workers
+    after each save) would put the package's cost into the floor it is compared with.
+    Django's Signal has no public way to list receivers; ``receivers`` holds
+    ``((receiver id, sender id), receiver, is_async)`` since Django 5.0.
+    """
+    from django.db.models.signals import post_delete, post_save
+
+    saved = []
+    for signal in (post_save, post_delete):
+        with signal.lock:
+            saved.append((signal, signal.receivers))
+            signal.receivers = [r for r in signal.receivers if r[0][1] != id(model)]
+            signal.sender_receivers_cache.clear()
+    try:
+        yield
+    finally:
+        for signal, receivers in saved:
+            with signal.lock:
+                signal.receivers = receivers
+                signal.sender_receivers_cache.clear()
+
+
 # --- the command line and the frame of a benchmark -------------------------------------------
 
 
@@ -246,10 +272,12 @@ def session(
     *,
     sqlite_options: dict[str, Any] = SHARED_SQLITE,
     extra_versions: Sequence[str] = (),
+    django_tasks: bool = False,
 ) -> Iterator[tuple[list[Target], str]]:
     """A benchmark from start to end: its databases and Django settings, the report's header,
     every task table remade; it yields the targets and a directory for logs. At the end it
-    closes this process's connections and removes what it made."""
+    closes this process's connections and removes what it made. ``django_tasks``: Django's
+    Tasks framework on, its backend on the first target's database."""
     sys.stdout.reconfigure(line_buffering=True)  # keep the report in order with the progress
     sys.path.insert(0, str(REPO_ROOT))  # measure this checkout, whatever is installed
     import django
@@ -262,7 +290,8 @@ def session(
     targets = make_targets(args, pg_name, sqlite_options)
     # This process's settings: one alias per database under test, no default database.
     databases = {"default": {}, **{t.alias: t.django_settings() for t in targets}}
-    settings.configure(**bench_settings.build(databases, channel_layers, taskshed))
+    tasks_database = targets[0].alias if django_tasks else None
+    settings.configure(**bench_settings.build(databases, channel_layers, taskshed, tasks_database))
     django.setup()
 
     log_dir = tempfile.mkdtemp(prefix=f"{pg_name.replace('_', '-')}-logs-", dir=scratch_root())
@@ -474,6 +503,16 @@ def timed(body: Callable[[], object]) -> float:
     start = time.perf_counter()
     body()
     return time.perf_counter() - start
+
+
+def timed_each(call: Callable[..., object], rows: list[dict[str, Any]]) -> float:
+    """Seconds of ``call(**values)`` for each row, one after the other."""
+
+    def body() -> None:
+        for values in rows:
+            call(**values)
+
+    return timed(body)
 
 
 def timed_async(body: Callable[[], Awaitable[object]]) -> float:

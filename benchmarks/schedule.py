@@ -19,8 +19,7 @@ import os
 import statistics
 import sys
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 from typing import Any
@@ -36,9 +35,11 @@ from benchmarks.bench_common import (  # noqa: E402  # noqa: E402
     print_section,
     print_table,
     progress,
+    receivers_muted,
     session,
     timed,
     timed_async,
+    timed_each,
     verdict,
 )
 
@@ -80,45 +81,9 @@ def insert_statement(placeholder: str, kwargs_placeholder: str) -> str:
     return f"INSERT INTO {TABLE} ({columns}) VALUES ({values})"
 
 
-def timed_each(call: Callable[..., object], rows: list[dict[str, Any]]) -> float:
-    """Seconds of ``call(**values)`` for each row, one after the other."""
-
-    def body() -> None:
-        for values in rows:
-            call(**values)
-
-    return timed(body)
-
-
 def sqlite_datetime(value: datetime) -> str:
     """A datetime as Django stores it in SQLite: naive UTC text."""
     return str(value.astimezone(dt_timezone.utc).replace(tzinfo=None))
-
-
-@contextmanager
-def receivers_muted(model: type) -> Iterator[None]:
-    """Disconnect every ``post_save``/``post_delete`` receiver bound to ``model``, then restore.
-
-    The floors are Django's own inserts: django_taskshed's receivers (which notify workers
-    after each save) would put the package's cost into the floor it is compared with.
-    Django's Signal has no public way to list receivers; ``receivers`` holds
-    ``((receiver id, sender id), receiver, is_async)`` since Django 5.0.
-    """
-    from django.db.models.signals import post_delete, post_save
-
-    saved = []
-    for signal in (post_save, post_delete):
-        with signal.lock:
-            saved.append((signal, signal.receivers))
-            signal.receivers = [r for r in signal.receivers if r[0][1] != id(model)]
-            signal.sender_receivers_cache.clear()
-    try:
-        yield
-    finally:
-        for signal, receivers in saved:
-            with signal.lock:
-                signal.receivers = receivers
-                signal.sender_receivers_cache.clear()
 
 
 # --- the measurements ------------------------------------------------------------------------
