@@ -255,6 +255,11 @@ def noop():
     CALLS["last_call"] = now
     CALLS["calls"] += 1
 
+@task
+def stamp(called, kind):
+    with open(os.environ["TDB_BENCH_LEDGER"], "a") as ledger:
+        ledger.write(f"{kind} {called} {time.time()}\\n")
+
 @atexit.register
 def _write():
     if os.environ.get("TDB_BENCH_STATS"):
@@ -279,6 +284,20 @@ with transaction.atomic():
 print(time.perf_counter() - started)
 '''
 
+TDB_PROBE = '''
+"""One warm-up task, then N tasks ~50 ms apart, each given the time its enqueue() call began."""
+import random, sys, time
+import django
+django.setup()
+from tdb_tasks import stamp
+stamp.enqueue(time.time(), "warmup")
+time.sleep(2.0)
+for _ in range(int(sys.argv[1])):
+    stamp.enqueue(time.time(), "now")
+    time.sleep(random.uniform(0.04, 0.06))
+'''
+TDB_LATENCY_WORKER = ["-m", "django", "db_worker", "--no-startup-delay", "--no-reload", "-v0"]
+
 
 class TdbBench:
     """django-tasks-db's ``db_worker`` in its own virtualenv and scratch directory."""
@@ -290,7 +309,7 @@ class TdbBench:
         self.directory = Path(log_dir) / "tdb"
         self.directory.mkdir()
         for name, text in (("tdb_settings", TDB_SETTINGS), ("tdb_tasks", TDB_TASKS),
-                           ("tdb_prepare", TDB_PREPARE)):  # fmt: skip
+                           ("tdb_prepare", TDB_PREPARE), ("tdb_probe", TDB_PROBE)):  # fmt: skip
             (self.directory / f"{name}.py").write_text(textwrap.dedent(text).lstrip())
         self.counter = 0
 
@@ -309,7 +328,7 @@ class TdbBench:
         return {
             **os.environ, "DJANGO_SETTINGS_MODULE": "tdb_settings",
             "PYTHONPATH": str(self.directory), "TDB_BENCH_DATABASE": json.dumps(database),
-            "TDB_BENCH_STATS": stats,
+            "TDB_BENCH_STATS": stats, "TDB_BENCH_LEDGER": str(self.directory / "ledger"),
         }  # fmt: skip
 
     def run(self, count: int, conn_max_age: int | None) -> dict[str, Any]:
@@ -340,6 +359,29 @@ class TdbBench:
             "enqueue": float(enqueue.stdout.split()[-1]), "busy": busy, "load": load_average(),
         }  # fmt: skip
 
+    def latency(self, count: int) -> dict[str, Any]:
+        """Its db_worker with its default ``--interval`` (1 s), persistent connection; the
+        tasks enqueued by a process of its own (its virtualenv)."""
+        busy = wait_quiet(self.args.quiet_below, self.args.max_wait)
+        env, ledger = self.env(None), self.directory / "ledger"
+        ledger.unlink(missing_ok=True)
+        subprocess.run(
+            [self.python, "tdb_prepare.py", "0"], cwd=self.directory, env=env, check=True
+        )
+        worker = subprocess.Popen([self.python, *TDB_LATENCY_WORKER], cwd=self.directory, env=env)
+        try:
+            time.sleep(2.0)  # start-up
+            probe = [self.python, "tdb_probe.py", str(count)]
+            subprocess.run(probe, cwd=self.directory, env=env, check=True)
+            found = lambda: entries(str(ledger), "now")  # noqa: E731
+            wait_for(found, count, 5.0)
+            load = load_average()
+        finally:
+            worker.terminate()
+            worker.wait(30)
+        latency = [started - called for _, called, started in found()]
+        return {"latency": latency, "calls": [], "count": count, "busy": busy, "load": load}
+
 
 def ensure_venv(venv: str) -> str:
     """The virtualenv's python; the virtualenv is made (pip, this machine's index) if missing."""
@@ -352,8 +394,7 @@ def ensure_venv(venv: str) -> str:
     return python
 
 
-def measure_tdb(args: Any, log_dir: str) -> list[tuple[str, list[dict[str, Any]]]]:
-    bench = TdbBench(args, log_dir)
+def measure_tdb(bench: TdbBench, args: Any) -> list[tuple[str, list[dict[str, Any]]]]:
     results = []
     for label, conn_max_age in TDB_CONFIGS:
         runs = []
@@ -442,22 +483,16 @@ def wait_for(found: Callable[[], list[Any]], count: int, timeout: float) -> None
         time.sleep(0.05)
 
 
-def print_latency(target: Target, result: dict[str, Any], args: Any) -> None:
-    print_section(
-        target,
-        f": start latency, {result['count']} stamp.enqueue() ~50 ms apart, no run_after",
-        [
-            "from this process to an idle runtaskworker (Redis channel layer"
-            f" {args.redis}, POLL_INTERVAL 60 s, one warm-up task first)",
-            "latency = task start (time.time() at its entry) - start of the enqueue() call, ms",
-        ],
-    )
+def print_latency(result: dict[str, Any], what: str, notes: list[str]) -> None:
+    print(f"\n== {what}: start latency, {result['count']} enqueue() ~50 ms apart, no run_after ==")
+    for note in notes:
+        print(f"   {note}")
     ms = [value * 1000 for value in result["latency"]]
     p50, p90, p99 = percentiles(ms, (50, 90, 99)) if ms else [float("nan")] * 3
-    call_p50 = percentiles([c * 1000 for c in result["calls"]], (50,))[0]
+    call_p50 = median([c * 1000 for c in result["calls"]])
     header = ["", "ran", "p50", "p90", "p99", "max", "enqueue() call p50", "busy before", "load"]
-    row = ["enqueue() -> task start", f"{len(ms)}/{result['count']}", f"{p50:.2f}", f"{p90:.2f}",
-           f"{p99:.2f}", f"{max(ms, default=float('nan')):.2f}", f"{call_p50:.2f}",
+    row = ["enqueue() call start -> task start", f"{len(ms)}/{result['count']}", f"{p50:.2f}",
+           f"{p90:.2f}", f"{p99:.2f}", f"{max(ms, default=float('nan')):.2f}", fmt(call_p50, 2),
            f"{result['busy']:.2f}", result["load"]]  # fmt: skip
     print_table(header, [row], left={0, 8})
     result["p50_ms"] = p50
@@ -501,6 +536,11 @@ def print_acceptance(results: dict[str, Any], args: Any) -> None:
              f"{p50:.2f}", "", "", f"<= {TARGET_LATENCY_MS:g} ms",
              verdict(p50 <= TARGET_LATENCY_MS)]
         )  # fmt: skip
+    if (theirs := results.get("tdb_latency")) is not None and latency is not None:
+        rows.append(
+            ["   (no target) start latency p50, django-tasks-db db_worker (--interval 1), ms",
+             f"{latency['p50_ms']:.2f}", f"{theirs['p50_ms']:.1f}", "", "", ""]
+        )  # fmt: skip
     print_table(["", "ours", "reference", "ratio", "target", "verdict"], rows)
     if results.get("tdb"):
         print(
@@ -523,19 +563,22 @@ def parse_args(argv: list[str] | None) -> Any:
     parser.add_argument("--tasks", type=int, help="2: tasks per drain (20,000)")
     parser.add_argument("--drain-runs", type=int, help="2: runs per median (3)")
     parser.add_argument("--spread", type=float, help="2: run_at spread, s (1; --quick 0.1)")
-    parser.add_argument("--lead", type=float, help="2: s from planning to T0 (5 + tasks/2,000)")
+    parser.add_argument("--lead", type=float, help="2: s from planning to T0 (5 + tasks/1,000)")
     parser.add_argument("--tdb-tasks", type=int, help="3: django-tasks-db's tasks (5,000)")
     parser.add_argument("--tdb-runs", type=int, help="3: runs per configuration (1)")
     parser.add_argument("--tdb-venv", default=TDB_VENV, help=f"3: its virtualenv ({TDB_VENV})")
     parser.add_argument("--probe", type=int, help="4: enqueue() calls (200)")
+    what = "4: the same for django-tasks-db, its db_worker at its default --interval (50; 0: no)"
+    parser.add_argument("--tdb-probe", type=int, help=what)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/9")
     args = parser.parse_args(argv)
     fill_defaults(
         args, enqueues=(500, 50), runs=(5, 1), tasks=(20_000, 2000), drain_runs=(3, 1),
         spread=(1.0, 0.1), tdb_tasks=(5000, 300), tdb_runs=(1, 1), probe=(200, 20),
+        tdb_probe=(50, 10),
     )  # fmt: skip
     if args.lead is None:
-        args.lead = 5.0 + args.tasks / 2000
+        args.lead = 5.0 + args.tasks / 1000
     args.analyze = False  # throughput.Bench's option
     if args.database != "postgres":
         parser.error("this benchmark runs on PostgreSQL only")
@@ -586,11 +629,23 @@ def main(argv: list[str] | None = None) -> int:
             bench.print()
         if "2" in args.parts:
             results["drain"] = measure_drain(target, args, log_dir)
+        tdb = TdbBench(args, log_dir) if "3" in args.parts or args.tdb_probe else None
         if "3" in args.parts:
-            results["tdb"] = measure_tdb(args, log_dir)
+            results["tdb"] = measure_tdb(tdb, args)
         if "4" in args.parts:
             results["latency"] = latency = measure_latency(target, args, log_dir, prefix)
-            print_latency(target, latency, args)
+            print_latency(latency, "TaskShedBackend", [
+                "stamp.enqueue() (benchmarks/tasks.py) from this process to an idle runtaskworker"
+                f" (Redis channel layer {args.redis}, POLL_INTERVAL 60 s; one warm-up task)",
+                "latency = task start (time.time() at its entry) - start of the enqueue() call, ms",
+            ])  # fmt: skip
+        if args.tdb_probe:
+            results["tdb_latency"] = latency = tdb.latency(args.tdb_probe)
+            print_latency(latency, "django-tasks-db", [
+                f"python {' '.join(TDB_LATENCY_WORKER)} (its default --interval 1 s, persistent"
+                " connection); the tasks enqueued by another process of its virtualenv",
+                "latency as above; no target (for comparison)",
+            ])  # fmt: skip
         print_acceptance(results, args)
         print_end()
     return 0
