@@ -12,7 +12,8 @@ Run from the repository root with the dev virtualenv (PostgreSQL and Redis on lo
 2. drain: one ``runtaskworker`` process drains ``--tasks`` (20,000) no-op Django tasks, and as
    many ``noop`` callback tasks, with throughput.py's method and code (``Bench``); the Django
    tasks are ``enqueue()``d with ``run_after`` spread over ``--spread`` s from T0, in one
-   transaction (not timed). Runs alternate; medians of ``--drain-runs`` (3).
+   transaction (not timed). Runs alternate; medians of ``--drain-runs`` (5).
+   ``--profile`` adds one drain of each kind under py-spy (throughput.py's report).
 3. django-tasks-db: its ``db_worker --batch`` on ``--tdb-tasks`` (5,000) no-op tasks, in a
    virtualenv of its own (``--tdb-venv``, created if missing) with a settings module written
    into a scratch directory; its database is ``taskshed_bench_tdb``.
@@ -200,9 +201,10 @@ class DrainBench(Bench):
         taskshed: dict[str, Any] | None = None,
     ) -> dict[str, Any]:  # fmt: skip
         env = {bench_settings.ENV_TASKS: "1", **(extra_env or {})}
-        return super().run(flags, count, wrapper, env, kind, taskshed)
+        return super().run(flags, count, wrapper, env, self.profiled_kind or kind, taskshed)
 
     enqueue_seconds: list[float]
+    profiled_kind: str | None = None  # the kind ``profile()`` (throughput.py's) drains
 
 
 class NamedConfig(Config):
@@ -211,6 +213,15 @@ class NamedConfig(Config):
     @property
     def name(self) -> str:
         return self.label
+
+
+def profile_drain(target: Target, args: Any, log_dir: str) -> None:
+    """throughput.py's py-spy run and report, for each kind of task."""
+    bench = DrainBench(target, args, log_dir)
+    bench.enqueue_seconds = []
+    for label, kind in (("callback noop", "once"), ("Django task noop", "django")):
+        bench.profiled_kind = kind
+        bench.profile(label, [], args.tasks)
 
 
 def measure_drain(target: Target, args: Any, log_dir: str) -> list[Config]:
@@ -561,7 +572,7 @@ def parse_args(argv: list[str] | None) -> Any:
     parser.add_argument("--enqueues", type=int, help="1: enqueue() calls per run (500)")
     parser.add_argument("--runs", type=int, help="1: runs per median (5)")
     parser.add_argument("--tasks", type=int, help="2: tasks per drain (20,000)")
-    parser.add_argument("--drain-runs", type=int, help="2: runs per median (3)")
+    parser.add_argument("--drain-runs", type=int, help="2: runs per median (5)")
     parser.add_argument("--spread", type=float, help="2: run_at spread, s (1; --quick 0.1)")
     parser.add_argument("--lead", type=float, help="2: s from planning to T0 (5 + tasks/1,000)")
     parser.add_argument("--tdb-tasks", type=int, help="3: django-tasks-db's tasks (5,000)")
@@ -571,9 +582,11 @@ def parse_args(argv: list[str] | None) -> Any:
     what = "4: the same for django-tasks-db, its db_worker at its default --interval (50; 0: no)"
     parser.add_argument("--tdb-probe", type=int, help=what)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/9")
+    what = "2: then one drain of each kind under py-spy, and where the worker's time goes"
+    parser.add_argument("--profile", action="store_true", help=what)
     args = parser.parse_args(argv)
     fill_defaults(
-        args, enqueues=(500, 50), runs=(5, 1), tasks=(20_000, 2000), drain_runs=(3, 1),
+        args, enqueues=(500, 50), runs=(5, 1), tasks=(20_000, 2000), drain_runs=(5, 1),
         spread=(1.0, 0.1), tdb_tasks=(5000, 300), tdb_runs=(1, 1), probe=(200, 20),
         tdb_probe=(50, 10),
     )  # fmt: skip
@@ -648,6 +661,8 @@ def main(argv: list[str] | None = None) -> int:
             ])  # fmt: skip
         print_acceptance(results, args)
         print_end()
+        if args.profile:
+            profile_drain(target, args, log_dir)
     return 0
 
 
