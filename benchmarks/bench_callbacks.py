@@ -76,6 +76,11 @@ def read_ledger(path: str) -> list[tuple[str, float, float]]:
     return [(kind, float(due), float(started)) for kind, due, started in map(str.split, lines)]
 
 
+def ledger_entries(path: str, kind: str) -> list[tuple[str, float, float]]:
+    """The entries of one ``kind`` in a ledger file."""
+    return [entry for entry in read_ledger(path) if entry[0] == kind]
+
+
 class SqlStats:
     """Counts and times statements by shape (``IN (%s, %s, ...)`` lists collapsed)."""
 

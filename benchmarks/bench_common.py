@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence, Sized
 from contextlib import closing, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -503,6 +503,13 @@ def timed(body: Callable[[], object]) -> float:
     start = time.perf_counter()
     body()
     return time.perf_counter() - start
+
+
+def wait_for(found: Callable[[], Sized], count: int, timeout: float) -> None:
+    """Poll until ``found()`` holds ``count`` items or ``timeout`` s have passed."""
+    deadline = time.monotonic() + timeout
+    while len(found()) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def timed_each(call: Callable[..., object], rows: list[dict[str, Any]]) -> float:
