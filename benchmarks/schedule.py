@@ -54,6 +54,7 @@ RAW_COLUMNS = (
 RAW_LITERALS = {
     "attempts": "0", "last_error": "''", "last_traceback": "''", "cron": "''", "timezone": "''",
     "on_nonexistent": "'shift'", "on_ambiguous": "'first'", "declared_in_code": "FALSE",
+    "queue": "'default'", "priority": "0",
 }  # fmt: skip
 TARGETS = (  # (measured key, floor key, limit): the acceptance targets, PostgreSQL only
     ("add_tasks_large", "raw_large", 2.0),
