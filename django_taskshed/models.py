@@ -71,6 +71,13 @@ RUNNABLE = models.Q(paused=models.Value(False), failed_at__isnull=True)
 CLAIM_ORDER = ("-priority", "run_at")
 
 
+def due_condition(now: datetime, until: datetime | None = None) -> models.Q:
+    """The condition of ``TaskQuerySet.due``: runnable, ``run_at <= until`` (default now) and
+    not under a live lease."""
+    free = models.Q(lease_expires_at__isnull=True) | models.Q(lease_expires_at__lt=now)
+    return RUNNABLE & models.Q(run_at__lte=until or now) & free
+
+
 class TaskQuerySet(models.QuerySet["Task"]):
     def runnable(self) -> "TaskQuerySet":
         """Tasks that can run at all: not paused, not failed."""
@@ -78,8 +85,7 @@ class TaskQuerySet(models.QuerySet["Task"]):
 
     def due(self, now: datetime, until: datetime | None = None) -> "TaskQuerySet":
         """Tasks due by ``until`` (default now): runnable and not under a live lease."""
-        free = models.Q(lease_expires_at__isnull=True) | models.Q(lease_expires_at__lt=now)
-        return self.filter(RUNNABLE & models.Q(run_at__lte=until or now) & free)
+        return self.filter(due_condition(now, until))
 
     def in_queues(self, queues: Collection[str] | None) -> "TaskQuerySet":
         """Tasks in one of ``queues``; None means every queue."""
@@ -87,16 +93,21 @@ class TaskQuerySet(models.QuerySet["Task"]):
 
     def with_status(self, status: str, now: datetime) -> "TaskQuerySet":
         """Tasks whose ``Task.status_at(now)`` is ``status``."""
-        failed = models.Q(failed_at__isnull=False)
-        running = models.Q(lease_expires_at__gt=now)
-        conditions = {
-            TaskStatus.FAILED: failed,
-            TaskStatus.PAUSED: ~failed & models.Q(paused=True),
-            TaskStatus.RUNNING: ~failed & models.Q(paused=False) & running,
-            TaskStatus.RETRYING: ~failed & models.Q(paused=False, attempts__gt=0) & ~running,
-            TaskStatus.SCHEDULED: ~failed & models.Q(paused=False, attempts=0) & ~running,
-        }
-        return self.filter(conditions[TaskStatus(status)])
+        return self.filter(status_condition(status, now))
+
+
+def status_condition(status: str, now: datetime) -> models.Q:
+    """The condition of the tasks whose ``Task.status_at(now)`` is ``status``."""
+    failed = models.Q(failed_at__isnull=False)
+    running = models.Q(lease_expires_at__gt=now)
+    conditions = {
+        TaskStatus.FAILED: failed,
+        TaskStatus.PAUSED: ~failed & models.Q(paused=True),
+        TaskStatus.RUNNING: ~failed & models.Q(paused=False) & running,
+        TaskStatus.RETRYING: ~failed & models.Q(paused=False, attempts__gt=0) & ~running,
+        TaskStatus.SCHEDULED: ~failed & models.Q(paused=False, attempts=0) & ~running,
+    }
+    return conditions[TaskStatus(status)]
 
 
 class Task(models.Model):
