@@ -13,6 +13,7 @@ import functools
 import inspect
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
@@ -23,6 +24,7 @@ from unittest import mock
 from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.db import connections, transaction
 from django.utils import timezone
 
 from .conf import taskshed_settings
@@ -251,10 +253,21 @@ def _on_caller_thread(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     async def call(**kwargs: Any) -> Any:
-        result = await sync_to_async(func, thread_sensitive=True)(**kwargs)
+        result = await sync_to_async(_in_savepoints, thread_sensitive=True)(func, kwargs)
         return await result if inspect.isawaitable(result) else result
 
     return call
+
+
+def _in_savepoints(func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """``func(**kwargs)``, in a savepoint of each database in a transaction (the test's): a
+    callback that fails in the database then leaves that transaction usable, as a worker's
+    own connection would leave it."""
+    with ExitStack() as savepoints:
+        for alias in connections:
+            if connections[alias].in_atomic_block:
+                savepoints.enter_context(transaction.atomic(using=alias))
+        return func(**kwargs)
 
 
 def _described(outcome: Outcome, ran_at: datetime) -> ClockRun:

@@ -1,6 +1,7 @@
 """The test clock (``django_taskshed.testing``): interval, cron and retry schedules run as it
 moves, across the changes of the clocks, with the worker's runner and no sleep."""
 
+import asyncio
 import re
 import time
 import unittest
@@ -10,11 +11,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.db import connection
 from django.test import TestCase, override_settings
 from django.utils import timezone
 
 from django_taskshed import testing
-from django_taskshed.models import Task, TaskRun
+from django_taskshed.models import Task, TaskExecutionTime, TaskRun
 from django_taskshed.schedulers import AsyncScheduler, SyncScheduler
 from django_taskshed.testing import TaskshedClockMixin, taskshed_clock
 
@@ -127,6 +129,7 @@ def test_an_interval_task_runs_at_each_occurrence_across_spring_forward(coalesce
     }
     assert [row[:2] for row in history(task.task_id)] == [("succeeded", 1)] * 4
     assert all(row[2] == row[3] for row in history(task.task_id))  # started on time
+    assert set(TaskRun.objects.values_list("worker_id", flat=True)) == {"taskshed-clock"}
     assert local([Task.objects.get().run_at]) == ["2026-03-29T06:30:00+02:00"]
 
 
@@ -329,6 +332,51 @@ def test_an_unknown_callback_fails_the_task_at_once():
         (run,) = clock.run_due()
     assert run.outcome == "failed"
     assert "no callback named 'missing'" in run.error
+
+
+def test_a_callback_that_moves_its_own_task_keeps_the_move():
+    # The task is written and run at the same frozen time: its edit must still win.
+    start = datetime(2026, 1, 1, tzinfo=BERLIN)
+    runs_at: list[datetime] = []
+
+    def snooze():
+        runs_at.append(timezone.now())
+        if len(runs_at) == 1:
+            later = TaskExecutionTime("snooze", timezone.now() + timedelta(hours=1))
+            SyncScheduler().update_execution_times([later])
+
+    with taskshed_clock(start, callbacks={"snooze": snooze}) as clock:
+        SyncScheduler().add_task("snooze", task_id="snooze")
+        ran = clock.advance(hours=2)
+    assert [run.outcome for run in ran] == ["succeeded", "succeeded"]
+    assert [moment - start for moment in runs_at] == [timedelta(0), timedelta(hours=1)]
+    assert not Task.objects.exists()
+
+
+def test_a_callback_that_fails_in_the_database_leaves_the_test_transaction_usable():
+    def broken():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT * FROM no_such_table")
+
+    with taskshed_clock(datetime(2026, 1, 1, tzinfo=BERLIN), callbacks={"broken": broken}) as clock:
+        SyncScheduler().add_task("broken", task_id="broken")
+        (run,) = clock.run_due()
+    assert run.outcome == "failed"
+    assert TaskRun.objects.get(task_id="broken").outcome == "failed"
+    assert Task.objects.get().last_error == run.error
+
+
+@override_settings(TASKSHED={"TIMEOUT": 0.01})
+def test_a_run_past_its_timeout_is_reported_timed_out():
+    async def slow():
+        await asyncio.sleep(5)
+
+    with taskshed_clock(datetime(2026, 1, 1, tzinfo=BERLIN), callbacks={"slow": slow}) as clock:
+        SyncScheduler().add_task("slow", task_id="slow")
+        (run,) = clock.run_due()
+    assert run.outcome == "timed_out"
+    assert run.error.startswith("TaskTimeoutError:")
+    assert TaskRun.objects.get(task_id="slow").outcome == "timed_out"
 
 
 def test_a_task_that_keeps_rescheduling_itself_at_now_stops_the_clock(monkeypatch):
