@@ -24,6 +24,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
+# The package's pytest plugin (the ``taskshed_clock`` fixture), for runs where the package is
+# not installed with its entry point; where it is, this names the plugin already loaded.
+pytest_plugins = ["django_taskshed.pytest_plugin"]
+
 DEFAULT_PORTS = {"postgres": 5432, "postgresql": 5432, "pgsql": 5432, "mysql": 3306, "redis": 6379}
 CONNECT_TIMEOUT = 3.0
 
