@@ -34,7 +34,7 @@ from django_taskshed.conf import taskshed_settings
 from django_taskshed.cron import describe
 from django_taskshed.models import Task, WorkerRecord
 from django_taskshed.occurrences import upcoming_runs
-from tests.test_cron import readme_table
+from tests.test_cron import dst_table
 
 pytestmark = pytest.mark.django_db
 
@@ -1256,9 +1256,9 @@ def dst_notes(items: list[str]) -> dict[int, str]:
 def test_change_view_lists_cron_runs_across_a_dst_change_with_notes(
     admin_client, zone, cron, policy, notes
 ):
-    """A task due since a row of the README's table, without coalescing: its next 10 runs
+    """A task due since a row of the DST table, without coalescing: its next 10 runs
     start with the table's, and the runs a change of the clocks moved or doubled say so."""
-    row = next(r for r in readme_table() if (r.zone, r.cron, r.policy) == (zone, cron, policy))
+    row = next(r for r in dst_table() if (r.zone, r.cron, r.policy) == (zone, cron, policy))
     nonexistent, ambiguous = row.policies()[0]
     task = make_task(
         "cron", run_type="cron", cron=cron, timezone=zone, on_nonexistent=nonexistent,

@@ -1,8 +1,9 @@
-"""Cron schedules: the README's table of daylight-saving runs, properties of ``next_after``
+"""Cron schedules: the documented DST table, properties of ``next_after``
 over random expressions, zones and instants, and ``describe()``, ``note()``, macros and the memo.
 
-The table in README.md ("Cron schedules and daylight saving") is parsed here, so the README
-and the code cannot drift apart; the worker tests read it through ``readme_table()`` too.
+The table in docs/guides/schedules.md ("Cron schedules and daylight saving") is parsed here, so
+the documentation and the code cannot drift apart; the worker tests read it through
+``dst_table()`` too.
 """
 
 import re
@@ -39,19 +40,19 @@ TICK = timedelta(microseconds=1)
 POLICIES = [
     (nonexistent, ambiguous) for nonexistent in ON_NONEXISTENT for ambiguous in ON_AMBIGUOUS
 ]
-README = Path(__file__).resolve().parent.parent / "README.md"
+SCHEDULES_GUIDE = Path(__file__).resolve().parent.parent / "docs" / "guides" / "schedules.md"
 SECTION = "## Cron schedules and daylight saving"
 COLUMNS = ["zone", "clocks change", "cron", "policy", "runs"]
 CHANGE = re.compile(r"(?P<day>\d{4}-\d{2}-\d{2}) (?P<before>\d{2}:\d{2}) → (?P<after>\d{2}:\d{2})")
 RUN_FORMAT = "%Y-%m-%d %H:%M %z"
 
 
-# --- The README's table ----------------------------------------------------------------------
+# --- The DST table (docs/guides/schedules.md) -----------------------------------------------------
 
 
 @dataclass(frozen=True)
 class TableRow:
-    """One row of the README's table: the runs of ``cron`` in ``zone`` under ``policy``."""
+    """One row of the DST table: the runs of ``cron`` in ``zone`` under ``policy``."""
 
     zone: str
     change: date
@@ -77,7 +78,7 @@ class TableRow:
             return [(self.policy, ambiguous) for ambiguous in ON_AMBIGUOUS]
         if self.policy in ON_AMBIGUOUS:
             return [(nonexistent, self.policy) for nonexistent in ON_NONEXISTENT]
-        assert self.policy == "any", f"unknown policy {self.policy!r} in the README's table"
+        assert self.policy == "any", f"unknown policy {self.policy!r} in the DST table"
         return POLICIES
 
 
@@ -90,9 +91,9 @@ def _code(cell: str) -> str:
 
 
 @cache
-def readme_table() -> tuple[TableRow, ...]:
-    """The rows of the README's table of cron runs around daylight-saving changes."""
-    text = README.read_text(encoding="utf-8")
+def dst_table() -> tuple[TableRow, ...]:
+    """The rows of the DST table of cron runs around daylight-saving changes."""
+    text = SCHEDULES_GUIDE.read_text(encoding="utf-8")
     start = text.index(SECTION)
     end = text.index("\n## ", start)
     lines = [line for line in text[start:end].splitlines() if line.startswith("|")]
@@ -124,8 +125,8 @@ def cron_task(cron: str, zone: str, nonexistent: str, ambiguous: str, **fields) 
     )  # fmt: skip
 
 
-def test_the_readme_table_covers_both_expressions_on_each_change_under_each_policy():
-    rows = readme_table()
+def test_the_dst_table_covers_both_expressions_on_each_change_under_each_policy():
+    rows = dst_table()
     groups: dict[tuple[str, date, str], list[str]] = {}
     for row in rows:
         groups.setdefault((row.zone, row.change, row.cron), []).append(row.policy)
@@ -141,8 +142,8 @@ def test_the_readme_table_covers_both_expressions_on_each_change_under_each_poli
     assert len({row.id for row in rows}) == len(rows)
 
 
-@pytest.mark.parametrize("row", readme_table(), ids=lambda row: row.id)
-def test_the_readme_table_states_each_change_and_offset_as_the_zone_has_them(row):
+@pytest.mark.parametrize("row", dst_table(), ids=lambda row: row.id)
+def test_the_dst_table_states_each_change_and_offset_as_the_zone_has_them(row):
     zone = ZoneInfo(row.zone)
     for run in row.runs:
         assert run.astimezone(zone).utcoffset() == run.utcoffset(), f"{run} is not {row.zone}"
@@ -158,8 +159,8 @@ def test_the_readme_table_states_each_change_and_offset_as_the_zone_has_them(row
     assert change.astimezone(zone).date() == row.change
 
 
-@pytest.mark.parametrize("row", readme_table(), ids=lambda row: row.id)
-def test_task_next_runs_gives_the_readme_table(row):
+@pytest.mark.parametrize("row", dst_table(), ids=lambda row: row.id)
+def test_task_next_runs_gives_the_dst_table(row):
     start, end = row.window
     for nonexistent, ambiguous in row.policies():
         task = cron_task(row.cron, row.zone, nonexistent, ambiguous, run_at=row.runs[0])
@@ -179,8 +180,8 @@ db = pytest.mark.django_db(transaction=True, available_apps=["django_taskshed"])
 
 
 @db
-@pytest.mark.parametrize("row", readme_table(), ids=lambda row: row.id)
-async def test_a_scheduled_cron_task_gives_the_readme_table(scheduler, row):
+@pytest.mark.parametrize("row", dst_table(), ids=lambda row: row.id)
+async def test_a_scheduled_cron_task_gives_the_dst_table(scheduler, row):
     for nonexistent, ambiguous in row.policies():
         task_id = f"table-{nonexistent}-{ambiguous}"
         await scheduler.add_task(

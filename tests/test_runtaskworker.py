@@ -19,7 +19,7 @@ from django_taskshed.models import Task, TaskRun, WorkerRecord
 from django_taskshed.notifications import channel_layer
 from django_taskshed.registry import worker_callbacks
 from django_taskshed.schedulers import SyncScheduler
-from tests.test_cron import TableRow, readme_table
+from tests.test_cron import TableRow, dst_table
 from tests.testapp.models import Execution
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -551,13 +551,13 @@ def test_workers_on_different_queues_each_run_only_their_queues(worker_procs):
 
 
 @pytest.mark.timeout(120)
-def test_a_worker_runs_cron_tasks_through_dst_changes_as_the_readme_table_says(worker_procs):
-    """Each row of the README's table under each policy it stands for: a cron task due since
+def test_a_worker_runs_cron_tasks_through_dst_changes_as_the_dst_table_says(worker_procs):
+    """Each row of the DST table under each policy it stands for: a cron task due since
     the row's first run, without coalescing, so the worker computes every next run itself.
     Its callback records the ``run_at`` it runs for and pauses the task past the window."""
     rows: dict[str, TableRow] = {}
     tasks = []
-    for index, row in enumerate(readme_table()):
+    for index, row in enumerate(dst_table()):
         until = row.window[1].isoformat()
         for nonexistent, ambiguous in row.policies():
             key = f"cron-{index:02}-{nonexistent}-{ambiguous}"

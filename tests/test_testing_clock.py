@@ -22,7 +22,7 @@ from django_taskshed.testing import TaskshedClockMixin, taskshed_clock
 
 BERLIN = ZoneInfo("Europe/Berlin")
 UTC = ZoneInfo("UTC")
-README = Path(__file__).resolve().parent.parent / "README.md"
+TESTING_GUIDE = Path(__file__).resolve().parent.parent / "docs" / "guides" / "testing.md"
 
 pytestmark = [pytest.mark.django_db, pytest.mark.timeout(60)]
 
@@ -463,31 +463,29 @@ async def test_an_async_test_awaits_the_clock():
     assert [row[0] for row in rows] == ["succeeded", "succeeded"]
 
 
-# --- The README's example ------------------------------------------------------------------
+# --- The testing guide's example -----------------------------------------------------------
 
 
-def readme_example() -> list[str]:
-    """The Python blocks of the README's section "Testing your own scheduled code"."""
-    text = README.read_text()
-    section = text.split("## Testing your own scheduled code", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+def guide_example() -> list[str]:
+    """The Python blocks of the guide "Testing your own tasks" (docs/guides/testing.md)."""
+    return re.findall(r"```python\n(.*?)```", TESTING_GUIDE.read_text(), re.DOTALL)
 
 
-def test_the_readme_example_runs(empty_registry, mailoutbox):
-    callbacks, example, fixture, mixin = readme_example()
-    exec(compile(callbacks, "README.md: myapp/tasks.py", "exec"), {})  # noqa: S102
+def test_the_guide_example_runs(empty_registry, mailoutbox):
+    callbacks, example, fixture, mixin = guide_example()
+    exec(compile(callbacks, "testing guide: myapp/tasks.py", "exec"), {})  # noqa: S102
     namespace: dict = {}
-    exec(compile(example, "README.md: myapp/tests/test_reports.py", "exec"), namespace)  # noqa: S102
+    exec(compile(example, "testing guide: myapp/tests/test_reports.py", "exec"), namespace)  # noqa: S102
     namespace["test_the_nightly_report_goes_out_across_the_change_to_summer_time"]()
     assert mailoutbox[0].to == ["ops@example.com"]
 
     Task.objects.all().delete()  # each example starts with no tasks, as a test of its own
-    exec(compile(fixture, "README.md: the fixture", "exec"), namespace)  # noqa: S102
+    exec(compile(fixture, "testing guide: the fixture", "exec"), namespace)  # noqa: S102
     with taskshed_clock(datetime(2026, 10, 24, 12, 0, tzinfo=BERLIN)) as clock:
         namespace["test_reminders"](clock)
 
     Task.objects.all().delete()
-    exec(compile(mixin, "README.md: the mixin", "exec"), namespace)  # noqa: S102
+    exec(compile(mixin, "testing guide: the mixin", "exec"), namespace)  # noqa: S102
     result = unittest.TestResult()
     namespace["ReportTests"]("test_the_report_runs_nightly").run(result)
     assert (result.testsRun, result.errors, result.failures) == (1, [], [])

@@ -30,7 +30,7 @@ from django_taskshed.registry import get_callbacks, worker_callbacks
 from django_taskshed.schedulers import AsyncScheduler, SyncScheduler
 from django_taskshed.workers import EventDrivenWorker
 from django_taskshed.workers import worker as worker_module
-from tests.test_cron import readme_table
+from tests.test_cron import dst_table
 from tests.waiting import eventually
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30)]
@@ -806,18 +806,18 @@ async def paused_and_free(count: int) -> bool:
     return await Task.objects.filter(paused=True, lease_owner=None).acount() == count
 
 
-def readme_row(zone: str, cron: str, policy: str) -> Any:
+def dst_row(zone: str, cron: str, policy: str) -> Any:
     return next(
-        row for row in readme_table() if (row.zone, row.cron, row.policy) == (zone, cron, policy)
+        row for row in dst_table() if (row.zone, row.cron, row.policy) == (zone, cron, policy)
     )
 
 
-async def test_cron_task_without_coalesce_runs_through_a_dst_change_as_the_readme_says():
+async def test_cron_task_without_coalesce_runs_through_a_dst_change_as_the_docs_say():
     """Due since a table's first value, without coalescing: the worker runs each occurrence
     in order; the callback pauses its task once it runs past the table's window."""
     rows = {
-        "berlin-shift": readme_row("Europe/Berlin", "30 2 * * *", "shift"),
-        "new-york-both": readme_row("America/New_York", "30 1 * * *", "both"),
+        "berlin-shift": dst_row("Europe/Berlin", "30 2 * * *", "shift"),
+        "new-york-both": dst_row("America/New_York", "30 1 * * *", "both"),
     }
     seen: dict[str, list[datetime]] = {key: [] for key in rows}
 
