@@ -7,7 +7,7 @@ import os
 import socket
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -60,11 +60,14 @@ class WorkerResources:
             worker.running_count,
         )  # fmt: skip
         await sync_to_async(self.heartbeat.start)()
+        metrics = worker.options.metrics
+        if metrics is not None:
+            metrics.watch_running(worker.running_count)
         notifications.LOCAL_WORKERS.add(worker)
         layer = notifications.channel_layer()
         if layer is not None:
             self.listener = notifications.GroupListener(
-                layer, taskshed_settings.GROUP, worker.update_schedule
+                layer, taskshed_settings.GROUP, self._hint_receiver()
             )
             self.listener.start()
             try:
@@ -90,6 +93,18 @@ class WorkerResources:
         self.executor.shutdown(wait=False, cancel_futures=True)
         for thread in self.threads:
             await thread.close()
+
+    def _hint_receiver(self) -> Callable[[datetime | None], object]:
+        """The worker's wake-up, counting each notification when the worker has metrics."""
+        wake, metrics = self.worker.update_schedule, self.worker.options.metrics
+        if metrics is None:
+            return wake
+
+        def counted(run_at: datetime | None) -> object:
+            metrics.notification_received()
+            return wake(run_at)
+
+        return counted
 
     def _record(self) -> WorkerRecord:
         now = timezone.now()
