@@ -28,6 +28,8 @@ class WorkerOptions:
         burst: Stop once nothing is due.
         shutdown_timeout: Seconds running callbacks get to finish at shutdown.
         queues: The queues it claims from (names, or comma-separated names); None: every queue.
+        max_memory: Megabytes of resident memory past which it stops claiming, drains (as on
+            SIGTERM) and stops, for a supervisor to start a fresh one.
         metrics: Where it records its Prometheus metrics (one ``WorkerMetrics`` per worker);
             None: none, at no cost.
     """
@@ -41,6 +43,7 @@ class WorkerOptions:
     burst: bool = False
     shutdown_timeout: float = 30.0
     queues: tuple[str, ...] | None = None
+    max_memory: float | None = None
     metrics: "WorkerMetrics | None" = None
 
     @classmethod

@@ -20,6 +20,7 @@ from ..declared import sync_schedules
 from ..models import WorkerRecord
 from .database_threads import DatabaseThread
 from .heartbeat import Heartbeat
+from .recycling import MemoryLimit
 
 if TYPE_CHECKING:
     from .worker import EventDrivenWorker
@@ -51,6 +52,7 @@ class WorkerResources:
         self.held_tokens = held_tokens
         self.heartbeat: Heartbeat | None = None
         self.listener: notifications.GroupListener | None = None
+        self.memory_limit: MemoryLimit | None = None
 
     async def __aenter__(self) -> "WorkerResources":
         worker = self.worker
@@ -76,6 +78,11 @@ class WorkerResources:
                 logger.warning(
                     "worker %s: the channel layer is not answering; polling", worker.worker_id
                 )
+        if worker.options.max_memory is not None:
+            self.memory_limit = MemoryLimit(
+                worker.worker_id, worker.options.max_memory, worker.shutdown
+            )
+            self.memory_limit.start()
         return self
 
     async def __aexit__(
@@ -85,6 +92,8 @@ class WorkerResources:
         tb: TracebackType | None,
     ) -> None:
         notifications.LOCAL_WORKERS.discard(self.worker)
+        if self.memory_limit is not None:
+            await self.memory_limit.close()
         if self.listener is not None:
             await self.listener.close()
         if self.heartbeat is not None:

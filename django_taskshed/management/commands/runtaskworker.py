@@ -73,6 +73,12 @@ class Command(BaseCommand):
             help="claim only from this queue (repeat, or a,b,c); default: every queue",
         )
         parser.add_argument(
+            "--max-memory",
+            type=positive(float),
+            metavar="MB",
+            help="past this resident memory, stop claiming, drain and exit 0 (to be restarted)",
+        )
+        parser.add_argument(
             "--metrics-port",
             type=int,
             metavar="PORT",
@@ -91,6 +97,7 @@ class Command(BaseCommand):
             burst=options["burst"],
             shutdown_timeout=options["shutdown_timeout"],
             queues=None if options["queues"] is None else sum(options["queues"], ()),
+            max_memory=options["max_memory"],
             metrics=serve_metrics(options["metrics_port"]),
         )
         asyncio.run(self._serve(worker))
