@@ -36,6 +36,7 @@ NAMES = {
     "taskshed_notifications_received_total": set(),
     "taskshed_polls_total": set(),
     "taskshed_polls_with_work_total": set(),
+    "process_resident_memory_bytes": set(),
 }
 
 

@@ -29,7 +29,7 @@ class MetricsUnavailableError(ImportError):
 
 class WorkerMetrics:
     """One worker's metrics, in a registry of their own (several workers in one process, or
-    tests, do not clash in the global one).
+    tests, do not clash in the global one), with the process's own (memory, CPU, files).
 
     Args:
         registry: Where the metrics go; default a new ``CollectorRegistry``.
@@ -37,34 +37,38 @@ class WorkerMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         try:
-            from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+            import prometheus_client as prometheus
         except ImportError:
             raise MetricsUnavailableError() from None
-        self.registry = reg = registry if registry is not None else CollectorRegistry()
-        self.runs = Counter(
+        self.registry = reg = registry if registry is not None else prometheus.CollectorRegistry()
+        # process_resident_memory_bytes, process_cpu_seconds_total, ...: read at each scrape
+        prometheus.ProcessCollector(registry=reg)
+        self.runs = prometheus.Counter(
             "taskshed_runs", "Runs of tasks that ended.", ["callback", "outcome"], registry=reg
         )
-        self.lateness = Histogram(
+        self.lateness = prometheus.Histogram(
             "taskshed_run_lateness_seconds", "Start of a run minus its scheduled time.",
             ["callback"], buckets=RUN_BUCKETS, registry=reg,
         )  # fmt: skip
-        self.duration = Histogram(
+        self.duration = prometheus.Histogram(
             "taskshed_run_duration_seconds", "Time from the start of a run to its end.",
             ["callback"], buckets=RUN_BUCKETS, registry=reg,
         )  # fmt: skip
-        self.running = Gauge("taskshed_tasks_running", "Tasks claimed, not ended.", registry=reg)
-        self.claims = Counter("taskshed_claims", "Tasks claimed.", registry=reg)
-        self.claim_duration = Histogram(
+        self.running = prometheus.Gauge(
+            "taskshed_tasks_running", "Tasks claimed, not ended.", registry=reg
+        )
+        self.claims = prometheus.Counter("taskshed_claims", "Tasks claimed.", registry=reg)
+        self.claim_duration = prometheus.Histogram(
             "taskshed_claim_duration_seconds", "Time of one claim, as the worker waits for it.",
             buckets=CLAIM_BUCKETS, registry=reg,
         )  # fmt: skip
-        self.notifications = Counter(
+        self.notifications = prometheus.Counter(
             "taskshed_notifications_received", "Task-changed messages from the group.", registry=reg
         )
-        self.polls = Counter(
+        self.polls = prometheus.Counter(
             "taskshed_polls", "Claims made when the safety poll woke the worker.", registry=reg
         )
-        self.polls_with_work = Counter(
+        self.polls_with_work = prometheus.Counter(
             "taskshed_polls_with_work", "Safety polls whose claim found due tasks.", registry=reg
         )
 
