@@ -250,3 +250,25 @@ def test_runtaskworker_serves_metrics_over_http(worker_procs):
     assert buckets["30.0"] == 0 and buckets["60.0"] == 1
     assert samples["taskshed_claims_total"] == [({}, 1)]
     worker.stop()
+
+
+def test_the_readme_lists_each_metric_with_its_type_and_labels():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("### Prometheus metrics")
+    section = text[start : text.index("\n### ", start + 1)]
+    listed = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if line.startswith("| `taskshed_"):
+            labels = {label.strip("` ") for label in cells[2].split(",") if label.strip()}
+            listed[cells[0].strip("`")] = (cells[1], labels)
+    metrics = WorkerMetrics()
+    metrics.run_started("report", timedelta(0))  # labelled series appear once observed
+    metrics.run_finished("report", "succeeded", timedelta(0))
+    registered = {}
+    for family in metrics.registry.collect():
+        if family.name.startswith("taskshed_"):
+            name = family.name + ("_total" if family.type == "counter" else "")
+            labels = {label for sample in family.samples for label in sample.labels} - {"le"}
+            registered[name] = (family.type, labels)
+    assert listed == registered
