@@ -46,16 +46,19 @@ class Alarm:
         self._event.clear()
         self.deadline = None
 
-    async def sleep_until(self, deadline: datetime) -> None:
-        """Sleep until ``deadline`` or a ring; at least a moment, so that a due task another
-        worker holds cannot make the loop spin."""
+    async def sleep_until(self, deadline: datetime) -> bool:
+        """Sleep until ``deadline`` or a ring (then True); at least a moment, so that a due
+        task another worker holds cannot make the loop spin."""
         self.deadline = deadline
-        await self.nap(max((deadline - timezone.now()).total_seconds(), MIN_NAP))
+        return await self.nap(max((deadline - timezone.now()).total_seconds(), MIN_NAP))
 
-    async def nap(self, seconds: float) -> None:
-        """Wait for a ring or ``seconds``; always yields to the event loop."""
+    async def nap(self, seconds: float) -> bool:
+        """Wait for a ring (then True) or ``seconds``; always yields to the event loop."""
         try:
             await asyncio.wait_for(self._event.wait(), seconds)
         except asyncio.TimeoutError:
-            pass
+            rung = False
+        else:
+            rung = True
         await asyncio.sleep(0)  # an already-set event returns without yielding (Python 3.12)
+        return rung

@@ -5,10 +5,13 @@ import socket
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..conf import taskshed_settings
 from ..models import QUEUE_MAX_LENGTH
+
+if TYPE_CHECKING:
+    from .metrics import WorkerMetrics
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,10 @@ class WorkerOptions:
         burst: Stop once nothing is due.
         shutdown_timeout: Seconds running callbacks get to finish at shutdown.
         queues: The queues it claims from (names, or comma-separated names); None: every queue.
+        max_memory: Megabytes of resident memory past which it stops claiming, drains (as on
+            SIGTERM) and stops, for a supervisor to start a fresh one.
+        metrics: Where it records its Prometheus metrics (one ``WorkerMetrics`` per worker);
+            None: none, at no cost.
     """
 
     concurrency: int
@@ -36,6 +43,8 @@ class WorkerOptions:
     burst: bool = False
     shutdown_timeout: float = 30.0
     queues: tuple[str, ...] | None = None
+    max_memory: float | None = None
+    metrics: "WorkerMetrics | None" = None
 
     @classmethod
     def from_kwargs(cls, options: dict[str, Any]) -> "WorkerOptions":

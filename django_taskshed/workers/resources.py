@@ -7,7 +7,7 @@ import os
 import socket
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -20,6 +20,7 @@ from ..declared import sync_schedules
 from ..models import WorkerRecord
 from .database_threads import DatabaseThread
 from .heartbeat import Heartbeat
+from .recycling import MemoryLimit
 
 if TYPE_CHECKING:
     from .worker import EventDrivenWorker
@@ -51,6 +52,7 @@ class WorkerResources:
         self.held_tokens = held_tokens
         self.heartbeat: Heartbeat | None = None
         self.listener: notifications.GroupListener | None = None
+        self.memory_limit: MemoryLimit | None = None
 
     async def __aenter__(self) -> "WorkerResources":
         worker = self.worker
@@ -60,11 +62,14 @@ class WorkerResources:
             worker.running_count,
         )  # fmt: skip
         await sync_to_async(self.heartbeat.start)()
+        metrics = worker.options.metrics
+        if metrics is not None:
+            metrics.watch_running(worker.running_count)
         notifications.LOCAL_WORKERS.add(worker)
         layer = notifications.channel_layer()
         if layer is not None:
             self.listener = notifications.GroupListener(
-                layer, taskshed_settings.GROUP, worker.update_schedule
+                layer, taskshed_settings.GROUP, self._hint_receiver()
             )
             self.listener.start()
             try:
@@ -73,6 +78,11 @@ class WorkerResources:
                 logger.warning(
                     "worker %s: the channel layer is not answering; polling", worker.worker_id
                 )
+        if worker.options.max_memory is not None:
+            self.memory_limit = MemoryLimit(
+                worker.worker_id, worker.options.max_memory, worker.shutdown
+            )
+            self.memory_limit.start()
         return self
 
     async def __aexit__(
@@ -82,6 +92,8 @@ class WorkerResources:
         tb: TracebackType | None,
     ) -> None:
         notifications.LOCAL_WORKERS.discard(self.worker)
+        if self.memory_limit is not None:
+            await self.memory_limit.close()
         if self.listener is not None:
             await self.listener.close()
         if self.heartbeat is not None:
@@ -90,6 +102,18 @@ class WorkerResources:
         self.executor.shutdown(wait=False, cancel_futures=True)
         for thread in self.threads:
             await thread.close()
+
+    def _hint_receiver(self) -> Callable[[datetime | None], object]:
+        """The worker's wake-up, counting each notification when the worker has metrics."""
+        wake, metrics = self.worker.update_schedule, self.worker.options.metrics
+        if metrics is None:
+            return wake
+
+        def counted(run_at: datetime | None) -> object:
+            metrics.notification_received()
+            return wake(run_at)
+
+        return counted
 
     def _record(self) -> WorkerRecord:
         now = timezone.now()

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from functools import lru_cache, partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asgiref
 from asgiref.sync import sync_to_async
@@ -26,6 +26,9 @@ from ..models import RunType
 from ..occurrences import next_run, retry_delay
 from .current import CurrentRun, current_run
 from .history import recorded
+
+if TYPE_CHECKING:
+    from .metrics import WorkerMetrics
 
 REPEATING = (RunType.RECURRING, RunType.CRON)
 
@@ -53,12 +56,14 @@ async def run_claim(
     executor: ThreadPoolExecutor,
     sync_running: set[str],
     worker_id: str,
+    metrics: "WorkerMetrics | None" = None,
 ) -> Outcome:
     """Run ``claim`` at its ``run_at`` (it may be claimed a moment early) and say how it ended.
 
     While a sync callback runs, its task id is in ``sync_running``: its thread cannot be
     cancelled, so the worker keeps its lease at shutdown until it returns. ``task_started``
-    and ``task_finished`` go to their receivers in this process.
+    and ``task_finished`` go to their receivers in this process; ``metrics``, when given,
+    record the run's lateness, duration and outcome.
     """
     early = (claim.run_at - timezone.now()).total_seconds()
     if early > 0:
@@ -69,6 +74,8 @@ async def run_claim(
         "started_at": started, "attempt": claim.attempts + 1, "worker_id": worker_id,
     }  # fmt: skip
     current_run.set(CurrentRun(claim, started, worker_id))
+    if metrics is not None:
+        metrics.run_started(claim.callback, started - claim.run_at)
     await signals.asend(signals.task_started, **about)
     try:
         func = resolve(callbacks, claim)
@@ -77,22 +84,29 @@ async def run_claim(
         value = await invoke(func, claim, timeout_of(claim), executor)
     except Exception as exc:
         logger.error("task %s (%s) failed: %s", claim.task_id, claim.callback, exc, exc_info=exc)
-        finished = timezone.now()
         kind = "timed_out" if isinstance(exc, TaskTimeoutError) else "failed"
-        await signals.asend(
-            signals.task_finished, finished_at=finished, outcome=kind, exception=exc, **about
-        )
+        finished = await _finish(about, kind, exc, metrics)
         retries, backoff = taskshed_settings.MAX_RETRIES, taskshed_settings.RETRY_BACKOFF
         outcome = failed(claim, exc, started, finished, max_retries=retries, backoff=backoff)
         return await recorded(outcome, kind, started, finished, worker_id)
     finally:
         sync_running.discard(claim.task_id)
-    finished = timezone.now()
-    await signals.asend(
-        signals.task_finished, finished_at=finished, outcome="succeeded", exception=None, **about
-    )
+    finished = await _finish(about, "succeeded", None, metrics)
     outcome = succeeded(claim, started, finished)
     return await recorded(outcome, "succeeded", started, finished, worker_id, value)
+
+
+async def _finish(
+    about: dict[str, Any], kind: str, exc: Exception | None, metrics: "WorkerMetrics | None"
+) -> datetime:
+    """The end of a run, recorded in ``metrics`` and sent as ``task_finished``."""
+    finished = timezone.now()
+    if metrics is not None:
+        metrics.run_finished(about["callback"], kind, finished - about["started_at"])
+    await signals.asend(
+        signals.task_finished, finished_at=finished, outcome=kind, exception=exc, **about
+    )
+    return finished
 
 
 def timeout_of(claim: ClaimedTask) -> float | None:

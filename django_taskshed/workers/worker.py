@@ -4,16 +4,15 @@ import asyncio
 import logging
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
-
-from django.utils import timezone
 
 from ..datastores import ClaimedTask, DjangoDataStore
 from ..eager import eager
 from ..exceptions import DuplicateCallbackError
 from ..registry import worker_callbacks
 from .alarm import Alarm
+from .claiming import Claims
 from .database_threads import worker_threads
 from .inflight import InFlight, Run
 from .options import WorkerOptions, default_worker_id
@@ -24,9 +23,6 @@ from .settlement import Settlement
 logger = logging.getLogger(__name__)
 
 ERROR_BACKOFF = 1.0  # seconds to wait after a failed database step
-# Tasks due this soon are claimed early and started by the event loop's timer at their
-# run_at, so the claim's round trips do not make them late.
-CLAIM_AHEAD = 0.05
 
 
 class EventDrivenWorker:
@@ -58,6 +54,9 @@ class EventDrivenWorker:
         self._stopping = False
         self._nothing_due = False
         self._threads = worker_threads(self.datastore.using)
+        self._claims = Claims(
+            self.datastore, self.worker_id, self.options, self._threads[0], self._alarm
+        )
         self._settlement = Settlement(
             self.datastore, self.worker_id, self._threads[1], self._alarm.hint, self._alarm.ring
         )
@@ -120,7 +119,7 @@ class EventDrivenWorker:
             while not self._stopping and not self._finished():
                 try:
                     if not await self._claim_batch():
-                        await self._sleep()
+                        await self._claims.sleep(self._claim_limit())
                 except Exception:
                     logger.exception("worker %s: database step failed", self.worker_id)
                     await self._alarm.nap(ERROR_BACKOFF)
@@ -130,25 +129,17 @@ class EventDrivenWorker:
     async def _claim_batch(self) -> bool:
         """Claim and start what is due; True if a full batch came (more may be due)."""
         self._alarm.reset()  # a hint from here on wakes the next sleep
-        limit = self.options.claim_limit(len(self._inflight), self.claimed_count)
+        limit = self._claim_limit()
         if limit <= 0:
             return False
-        step = (self.datastore.claim_due_tasks, self.worker_id, limit, self.options.lease)
-        claims = await self._threads[0].run(*step, CLAIM_AHEAD, self.options.queues)
+        claims = await self._claims.claim(limit)
         self._nothing_due = not claims
         for claim in claims:
             self._begin(claim)
         return len(claims) == limit and len(self._inflight) < self.options.concurrency
 
-    async def _sleep(self) -> None:
-        """Sleep until the earliest free task is due, a hint, a free slot or the poll."""
-        deadline = timezone.now() + timedelta(seconds=self.options.poll_interval)
-        if self.options.claim_limit(len(self._inflight), self.claimed_count) > 0:
-            free_at = self.datastore.next_free_run_at  # of a task in this worker's queues
-            next_run = await self._threads[0].run(free_at, self.options.queues)
-            if next_run is not None:
-                deadline = min(deadline, next_run - timedelta(seconds=CLAIM_AHEAD))
-        await self._alarm.sleep_until(deadline)
+    def _claim_limit(self) -> int:
+        return self.options.claim_limit(len(self._inflight), self.claimed_count)
 
     def _finished(self) -> bool:
         idle = not self._inflight and not self._settlement.pending
@@ -160,7 +151,7 @@ class EventDrivenWorker:
         self.claimed_count += 1
         self._settlement.hold(claim)
         args = (self.callbacks or {}, self._executor, self._inflight.sync_running, self.worker_id)
-        self._inflight.start(claim, run_claim(claim, *args))
+        self._inflight.start(claim, run_claim(claim, *args, self.options.metrics))
 
     async def _drain(self) -> None:
         """Finish in-flight work within the shutdown timeout, release the rest, unregister

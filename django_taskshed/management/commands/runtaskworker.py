@@ -8,12 +8,13 @@ import sys
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 from django.utils import timezone
 
 from django_taskshed import notifications
 from django_taskshed.workers import EventDrivenWorker
+from django_taskshed.workers.metrics import MetricsUnavailableError, WorkerMetrics
 from django_taskshed.workers.options import describe_queues, queue_names
 
 logger = logging.getLogger("django_taskshed")
@@ -30,6 +31,23 @@ def positive(kind: type) -> Any:
 
     parse.__name__ = f"positive {kind.__name__}"
     return parse
+
+
+def serve_metrics(port: int | None) -> WorkerMetrics | None:
+    """Metrics served on ``port``; None (nothing imported or started) without a port."""
+    if port is None:
+        return None
+    if not 0 < port < 65536:
+        raise CommandError(f"--metrics-port {port}: a port is 1 to 65535")
+    try:
+        metrics = WorkerMetrics()
+        metrics.serve(port)
+    except MetricsUnavailableError as exc:
+        raise CommandError(f"--metrics-port: {exc}") from exc
+    except OSError as exc:
+        raise CommandError(f"--metrics-port {port}: cannot serve metrics there: {exc}") from exc
+    logger.info("serving Prometheus metrics at http://0.0.0.0:%d/metrics", port)
+    return metrics
 
 
 class Command(BaseCommand):
@@ -54,6 +72,18 @@ class Command(BaseCommand):
             metavar="NAME",
             help="claim only from this queue (repeat, or a,b,c); default: every queue",
         )
+        parser.add_argument(
+            "--max-memory",
+            type=positive(float),
+            metavar="MB",
+            help="past this resident memory, stop claiming, drain and exit 0 (to be restarted)",
+        )
+        parser.add_argument(
+            "--metrics-port",
+            type=int,
+            metavar="PORT",
+            help="serve Prometheus metrics at http://0.0.0.0:PORT/metrics (extra 'metrics')",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         self._configure_logging(options["verbosity"])
@@ -67,6 +97,8 @@ class Command(BaseCommand):
             burst=options["burst"],
             shutdown_timeout=options["shutdown_timeout"],
             queues=None if options["queues"] is None else sum(options["queues"], ()),
+            max_memory=options["max_memory"],
+            metrics=serve_metrics(options["metrics_port"]),
         )
         asyncio.run(self._serve(worker))
         connections.close_all()
