@@ -24,6 +24,18 @@ logger = logging.getLogger(__name__)
 MESSAGE_TYPE = "taskshed.changed"
 SEND_TIMEOUT = 0.5  # seconds a failing layer may hold up the caller
 RETRY_MIN, RETRY_MAX = 0.2, 5.0  # seconds between attempts to rejoin the layer
+
+
+def _idle_timeouts() -> tuple[type[BaseException], ...]:
+    """What a layer raises when a receive simply found nothing in time."""
+    try:
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+    except ImportError:  # no channels_redis here
+        return (TimeoutError, asyncio.TimeoutError)
+    return (TimeoutError, asyncio.TimeoutError, RedisTimeoutError)
+
+
+IDLE_TIMEOUTS = _idle_timeouts()
 CLOSE_ATTEMPTS = 5
 
 
@@ -252,6 +264,12 @@ class GroupListener:
                 raise
             except (ValueError, TypeError) as exc:  # a message the layer could not decode
                 logger.warning("dropped an undecodable message on group %s: %s", self.group, exc)
+                continue
+            except IDLE_TIMEOUTS:
+                # Nothing came within the layer's own read timeout (channels_redis: 5 s, raised
+                # as redis' TimeoutError): an idle layer, not an outage. Listen again at once,
+                # still a member: backing off here is what made idle workers late.
+                backoff = RETRY_MIN
                 continue
             except Exception as exc:
                 self.joined.clear()

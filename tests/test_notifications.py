@@ -32,6 +32,7 @@ from django_taskshed.checks import check_settings
 from django_taskshed.datastores import DjangoDataStore
 from django_taskshed.models import Task, TaskExecutionTime
 from django_taskshed.notifications import (
+    IDLE_TIMEOUTS,
     MESSAGE_TYPE,
     SEND_TIMEOUT,
     GroupListener,
@@ -673,6 +674,55 @@ async def test_the_listener_closes_even_if_the_layer_swallows_a_cancellation():
     await asyncio.sleep(0.05)  # the listener is joining
     assert await close_within(listener, 1.0), "close() hung: the listener ignored its cancel"
     assert SwallowingLayer.swallowed == 1
+
+
+class IdleLayer(InMemoryChannelLayer):
+    """A receive that finds nothing ends in the layer's read timeout, as channels_redis's does
+    after 5 s (here at once, ``idle`` times)."""
+
+    def __init__(self, idle: int, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.idle = idle
+        self.group_adds = 0
+
+    async def group_add(self, group: str, channel: str) -> None:
+        self.group_adds += 1
+        await super().group_add(group, channel)
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        if self.idle > 0:
+            self.idle -= 1
+            raise IDLE_TIMEOUTS[-1]("Timeout reading from the layer")
+        return await super().receive(channel)
+
+
+async def test_an_idle_layer_is_not_an_outage(caplog):
+    """Timed-out receives: no warning, no back-off, no rejoin; the next hint comes at once."""
+    layer = IdleLayer(idle=5)
+    async with listening(layer) as (listener, hints):
+        await eventually(lambda: layer.idle == 0, what="the idle receives")
+        sent = time.monotonic()
+        await layer.group_send("g", changed_message(T1))
+        await eventually(lambda: hints == [T1], what="the hint after idling")
+        assert time.monotonic() - sent < 0.1  # before: 0.2 s doubling back-off per timeout
+    assert layer.group_adds == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
+@pytest.mark.slow
+@needs_channels_redis
+async def test_a_worker_idle_on_channels_redis_hears_the_next_hint_at_once(redis_url, caplog):
+    """channels_redis ends an idle receive with redis' TimeoutError after 5 s."""
+    from channels_redis.core import RedisChannelLayer
+
+    layer = RedisChannelLayer(hosts=[redis_url], prefix=unique_name("taskshed-idle"))
+    async with listening(layer) as (listener, hints):
+        await asyncio.sleep(11)  # two idle timeouts
+        sent = time.monotonic()
+        await layer.group_send("g", changed_message(T2))
+        await eventually(lambda: hints == [T2], what="the hint after idling")
+        assert time.monotonic() - sent < 0.1
+    assert not [r for r in caplog.records if "unavailable" in r.getMessage()], caplog.text
 
 
 @needs_channels_redis
