@@ -44,11 +44,20 @@ class TaskShedBackend(compat.BaseTaskBackend):  # type: ignore[misc]
     def __init__(self, alias: str, params: dict[str, Any]):
         super().__init__(alias, params)
         self.database = self.options.get("DATABASE", DEFAULT_DB_ALIAS)
+        self._valid: set[tuple[Any, ...]] = set()
 
     def validate_task(self, task: Any) -> None:
         """Django's rules; a valid task is recorded as loaded in this process, so that a worker
-        started here may run it."""
-        super().validate_task(task)
+        started here may run it.
+
+        Django's checks read the function's signature, which costs more than a worker's whole
+        run of a no-op: a combination of the values they look at is checked once.
+        """
+        aware = task.run_after is None or timezone.is_aware(task.run_after)
+        key = (task.func, task.takes_context, task.priority, task.queue_name, aware)
+        if key not in self._valid:
+            super().validate_task(task)
+            self._valid.add(key)
         loaded.record(task)
 
     def enqueue(self, task: Any, args: Any, kwargs: Any) -> Any:

@@ -315,3 +315,14 @@ def test_the_admin_shows_a_django_task_with_its_definition_read_only(admin_clien
     form = page.context["adminform"].form
     assert "callback" not in form.fields and "kwargs" not in form.fields  # read-only
     assert "tests.testapp.djtasks.add" in page.content.decode()
+
+
+def test_the_running_result_names_the_task_as_it_was_enqueued():
+    """bound_task's copies (no second validation) equal what Task.using() gives."""
+    from django_taskshed.tasks_framework.running import bound_task
+
+    later = timezone.now() + timedelta(minutes=5)
+    enqueued = djtasks.add.using(priority=3, queue_name="mail", run_after=later)
+    bound = bound_task(djtasks.add, "default", "mail", 3, later)
+    assert bound == enqueued and bound.run_after == later and bound.func is djtasks.add.func
+    assert bound_task(djtasks.add, "default", "default", 0, None) is djtasks.add

@@ -7,6 +7,7 @@ task and on the worker's event loop for an async one (as Django's own backends d
 
 import traceback
 from collections.abc import Callable
+from dataclasses import fields
 from datetime import datetime
 from functools import lru_cache
 from inspect import iscoroutinefunction
@@ -91,18 +92,38 @@ def earlier_workers(attempts: int) -> list[str]:
     return [""] * (attempts - len(known)) + known
 
 
-@lru_cache(maxsize=1024)
 def bound_task(
     task: Any, backend: str, queue_name: str, priority: int, run_after: datetime | None
 ) -> Any:
-    """``task`` as it was enqueued (``Task.using()`` validates it, so that is done once)."""
-    if (task.backend, task.queue_name, task.priority, task.run_after) == (
-        backend, queue_name, priority, run_after,
-    ):  # fmt: skip
+    """``task`` as it was enqueued. Copies that differ in backend, queue or priority are kept
+    (``Task.using()`` validates); ``run_after`` differs from task to task, so it is set on a
+    copy of those, each time."""
+    base = _bound(task, backend, queue_name, priority)
+    if run_after == base.run_after:
+        return base
+    # ``replace()`` would validate again (run_after was, at enqueue): a plain copy.
+    clone = object.__new__(type(base))
+    for name in _field_names(type(base)):
+        object.__setattr__(clone, name, getattr(base, name))
+    object.__setattr__(clone, "run_after", run_after)
+    return clone
+
+
+def _field_names(kind: Any) -> tuple[str, ...]:
+    names = _fields_of.get(kind)
+    if names is None:
+        names = _fields_of[kind] = tuple(f.name for f in fields(kind))
+    return names
+
+
+_fields_of: dict[Any, tuple[str, ...]] = {}
+
+
+@lru_cache(maxsize=1024)
+def _bound(task: Any, backend: str, queue_name: str, priority: int) -> Any:
+    if (task.backend, task.queue_name, task.priority) == (backend, queue_name, priority):
         return task
-    return task.using(
-        backend=backend, queue_name=queue_name, priority=priority, run_after=run_after
-    )
+    return task.using(backend=backend, queue_name=queue_name, priority=priority)
 
 
 def _started(result: Any) -> None:
@@ -134,4 +155,13 @@ def class_path(kind: type) -> str:
 
 
 def _sender(result: Any) -> type:
-    return type(result.task.get_backend())
+    """The backend's class, Django's sender of these signals (looked up once per alias:
+    ``get_backend()`` goes through the framework's thread-local connection handler)."""
+    alias = result.task.backend
+    sender = _senders.get(alias)
+    if sender is None:
+        sender = _senders[alias] = type(result.task.get_backend())
+    return sender
+
+
+_senders: dict[str, type] = {}
