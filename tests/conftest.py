@@ -101,6 +101,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "heavy: a slow test that keeps both cores busy (many workers, a browser); with "
         "TASKSHED_SLOW_TEST_LOCK it runs while no slow test of another env does",
     )
+    config.addinivalue_line(
+        "markers",
+        "chaos: injects a production fault (lost connections, dying callbacks, outages) into "
+        "real runtaskworker processes; tests/chaos/, PostgreSQL only, also marked slow",
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
