@@ -8,6 +8,7 @@ import pytest
 from django.db import connection
 
 
+@pytest.hookimpl(tryfirst=True)  # before tests/conftest.py sorts the slow tests last
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/chaos/" in item.nodeid:
