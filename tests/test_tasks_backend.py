@@ -2,6 +2,7 @@
 
 In-process workers here; real ``runtaskworker`` processes at the end (marked slow)."""
 
+import logging
 import time
 from datetime import timedelta
 
@@ -326,3 +327,88 @@ def test_the_running_result_names_the_task_as_it_was_enqueued():
     bound = bound_task(djtasks.add, "default", "mail", 3, later)
     assert bound == enqueued and bound.run_after == later and bound.func is djtasks.add.func
     assert bound_task(djtasks.add, "default", "default", 0, None) is djtasks.add
+
+
+# --- what a run costs when no one looks ---------------------------------------------------------
+
+
+@pytest.fixture
+def tasks_log_level():
+    """Sets the framework logger's level for one test (Django 6 logs it at INFO by default)."""
+    logger = compat.tasks_logger
+    before = logger.level
+
+    def set_level(level: int) -> None:
+        logger.setLevel(level)
+
+    yield set_level
+    logger.setLevel(before)
+
+
+@pytest.fixture
+def results_built(monkeypatch):
+    """Counts the TaskResults built for runs under way."""
+    from django_taskshed.tasks_framework import running
+
+    built = []
+    real = running.running_result
+
+    def counting(*args, **kwargs):
+        built.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(running, "running_result", counting)
+    return built
+
+
+async def test_a_success_no_one_would_see_builds_no_result_and_sends_nothing(
+    tasks_log_level, results_built
+):
+    tasks_log_level(logging.WARNING)
+    sync_result = await djtasks.add.aenqueue(1, 2, key="quiet-sync")
+    async_result = await djtasks.add_async.aenqueue(3, 4, key="quiet-async")
+    await run_until(lambda: _all_finished(sync_result, async_result), "both results")
+    assert (sync_result.return_value, async_result.return_value) == (3, {"sum": 7})
+    assert results_built == []
+
+
+async def test_receivers_and_info_logging_see_every_run(tasks_log_level, results_built, caplog):
+    seen = []
+
+    def receiver(sender, task_result, **kwargs):
+        seen.append((sender, task_result.id, task_result.status))
+
+    tasks_log_level(logging.WARNING)
+    compat.task_started.connect(receiver)
+    compat.task_finished.connect(receiver)
+    try:
+        result = await djtasks.add_async.aenqueue(1, 1, key="watched")
+        await run_until(lambda: finished(result), "the watched run")
+    finally:
+        compat.task_started.disconnect(receiver)
+        compat.task_finished.disconnect(receiver)
+    assert seen == [
+        (TaskShedBackend, result.id, Status.RUNNING),
+        (TaskShedBackend, result.id, Status.SUCCESSFUL),
+    ]
+    tasks_log_level(logging.INFO)
+    with caplog.at_level(logging.INFO, logger=compat.tasks_logger.name):
+        logged = await djtasks.add.aenqueue(2, 2, key="logged")
+        await run_until(lambda: finished(logged), "the logged run")
+    states = [r.getMessage().rsplit("=", 1)[1] for r in caplog.records if logged.id in r.message]
+    assert states == [Status.RUNNING, Status.SUCCESSFUL]
+    assert len(results_built) == 2
+
+
+@override_settings(TASKSHED={"MAX_RETRIES": 0})
+async def test_a_failure_is_logged_with_its_exception_when_successes_are_not(
+    tasks_log_level, caplog
+):
+    tasks_log_level(logging.WARNING)
+    with caplog.at_level(logging.WARNING, logger=compat.tasks_logger.name):
+        result = await djtasks.fail_until.aenqueue(key="loud", attempts=5)
+        await run_until(lambda: finished(result), "the failed run")
+    (record,) = [r for r in caplog.records if r.name == compat.tasks_logger.name]
+    assert record.levelno == logging.ERROR and record.getMessage().endswith("state=FAILED")
+    assert result.id in record.getMessage() and record.exc_info[0] is ValueError
+    assert result.status == Status.FAILED

@@ -34,6 +34,11 @@ InvalidTask: Any = getattr(_exceptions, "InvalidTask", None) or _exceptions.Inva
 task_enqueued: Any = _signals.task_enqueued
 task_started: Any = _signals.task_started
 task_finished: Any = _signals.task_finished
+# The framework's own receivers of those signals, which only log (at INFO for a run that
+# succeeds), and their logger: a worker skips what only they would see while it logs nothing.
+log_task_started: Any = getattr(_signals, "log_task_started", None)
+log_task_finished: Any = getattr(_signals, "log_task_finished", None)
+tasks_logger: Any = getattr(_signals, "logger", None)
 normalize_json: Any = import_module(
     "django.utils.json" if BUILT_IN else "django_tasks.utils"
 ).normalize_json

@@ -2,10 +2,16 @@
 worker's run is reported with Django's ``task_started`` and ``task_finished`` signals.
 
 Django's receivers of those signals are called directly, in the callback's thread for a sync
-task and on the worker's event loop for an async one (as Django's own backends do).
+task and on the worker's event loop for an async one (as Django's own backends do). While
+nothing would see them (no receivers but the framework's own, which log at INFO, and its logger
+not logging INFO) a run that succeeds builds no ``TaskResult`` and sends neither: that is most
+of what a Django task costs a worker beyond a callback task. A failure always sends
+``task_finished`` with its result.
 """
 
+import logging
 import traceback
+import weakref
 from collections.abc import Callable
 from dataclasses import fields
 from datetime import datetime
@@ -25,6 +31,13 @@ def callback_for(task: Any) -> Callable[..., Any]:
     if iscoroutinefunction(task.func):
 
         async def run_async(args: list[Any], kwargs: dict[str, Any], task_options: Any) -> Any:
+            if not task.takes_context and unobserved():
+                try:
+                    return compat.normalize_json(await task.func(*args, **kwargs))
+                except BaseException as exc:
+                    payload = Payload(args, kwargs, task_options)
+                    _failed(await sync_to_async(result_of)(task, payload), exc)
+                    raise
             attempts = current_run.get().claim.attempts
             earlier = await sync_to_async(earlier_workers)(attempts) if attempts else []
             result = running_result(task, Payload(args, kwargs, task_options), earlier)
@@ -41,9 +54,13 @@ def callback_for(task: Any) -> Callable[..., Any]:
         return run_async
 
     def run(args: list[Any], kwargs: dict[str, Any], task_options: Any) -> Any:
-        attempts = current_run.get().claim.attempts
-        earlier = earlier_workers(attempts) if attempts else []
-        result = running_result(task, Payload(args, kwargs, task_options), earlier)
+        if not task.takes_context and unobserved():
+            try:
+                return compat.normalize_json(task.func(*args, **kwargs))
+            except BaseException as exc:
+                _failed(result_of(task, Payload(args, kwargs, task_options)), exc)
+                raise
+        result = result_of(task, Payload(args, kwargs, task_options))
         _started(result)
         try:
             value = compat.normalize_json(task.func(*_arguments(task, result), **result.kwargs))
@@ -53,6 +70,35 @@ def callback_for(task: Any) -> Callable[..., Any]:
         return _finished(result, value)
 
     return run
+
+
+def unobserved() -> bool:
+    """Whether a run that succeeds has no one to tell: ``task_started`` and ``task_finished``
+    have no receivers but the framework's own, and its logger does not log INFO (what they
+    log a success at). Checked at each run: receivers may be connected at any time."""
+    logger = compat.tasks_logger
+    if logger is None or logger.isEnabledFor(logging.INFO):
+        return False
+    return _only(compat.task_started, compat.log_task_started) and _only(
+        compat.task_finished, compat.log_task_finished
+    )
+
+
+def _only(signal: Any, known: Any) -> bool:
+    """Whether every receiver of ``signal`` is ``known`` (a dead weak one is not)."""
+    for entry in signal.receivers:
+        receiver = entry[1]  # (lookup_key, receiver, ...) on every supported Django
+        if isinstance(receiver, weakref.ReferenceType):
+            receiver = receiver()
+        if known is None or receiver is not known:
+            return False
+    return True
+
+
+def result_of(task: Any, payload: Payload) -> Any:
+    """The ``TaskResult`` of the run under way (a retry reads its earlier workers)."""
+    attempts = current_run.get().claim.attempts
+    return running_result(task, payload, earlier_workers(attempts) if attempts else [])
 
 
 def _arguments(task: Any, result: Any) -> list[Any]:
