@@ -412,3 +412,36 @@ async def test_a_failure_is_logged_with_its_exception_when_successes_are_not(
     assert record.levelno == logging.ERROR and record.getMessage().endswith("state=FAILED")
     assert result.id in record.getMessage() and record.exc_info[0] is ValueError
     assert result.status == Status.FAILED
+
+
+def test_a_retry_reads_its_earlier_workers_from_the_backends_database(monkeypatch):
+    """A unit: ``OPTIONS["DATABASE"]`` of the backend the task was enqueued on is read."""
+    from types import SimpleNamespace
+
+    from django_taskshed.datastores import ClaimedTask
+    from django_taskshed.tasks_framework import results, running
+    from django_taskshed.tasks_framework.payload import Payload
+    from django_taskshed.workers.current import CurrentRun, current_run
+
+    read = []
+    monkeypatch.setattr(
+        results, "attempt_rows", lambda task_id, using: read.append((task_id, using)) or []
+    )
+    backends = {"other": SimpleNamespace(database="tasks_db")}
+    monkeypatch.setattr(compat, "task_backends", backends)
+    now = timezone.now()
+    options = {"backend": "other", "queue_name": "default", "priority": 0, "run_after": None,
+               "enqueued_at": now.isoformat()}  # fmt: skip
+    claim = ClaimedTask(
+        task_id="t1", callback="c", kwargs={}, run_at=now, run_type="once", interval=None,
+        coalesce=False, max_retries=None, timeout=None, attempts=2, updated_at=now, cron="",
+        timezone="", on_nonexistent="shift", on_ambiguous="first", group_id=None, priority=0,
+        abandoned_by=None, claim_token="tok",
+    )  # fmt: skip
+    token = current_run.set(CurrentRun(claim, now, "w2"))
+    monkeypatch.setattr(running, "running_result", lambda task, payload, earlier: earlier)
+    try:
+        assert running.result_of(djtasks.add, Payload([], {}, options)) == ["", ""]
+    finally:
+        current_run.reset(token)
+    assert read == [("t1", "tasks_db")]

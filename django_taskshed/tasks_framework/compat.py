@@ -31,6 +31,7 @@ TaskResult: Any = _base.TaskResult
 TaskResultStatus: Any = _base.TaskResultStatus
 TaskResultDoesNotExist: Any = _exceptions.TaskResultDoesNotExist
 InvalidTask: Any = getattr(_exceptions, "InvalidTask", None) or _exceptions.InvalidTaskError
+task_backends: Any = import_module(ROOT).task_backends
 task_enqueued: Any = _signals.task_enqueued
 task_started: Any = _signals.task_started
 task_finished: Any = _signals.task_finished

@@ -35,12 +35,9 @@ def callback_for(task: Any) -> Callable[..., Any]:
                 try:
                     return compat.normalize_json(await task.func(*args, **kwargs))
                 except BaseException as exc:
-                    payload = Payload(args, kwargs, task_options)
-                    _failed(await sync_to_async(result_of)(task, payload), exc)
+                    _failed(await aresult_of(task, Payload(args, kwargs, task_options)), exc)
                     raise
-            attempts = current_run.get().claim.attempts
-            earlier = await sync_to_async(earlier_workers)(attempts) if attempts else []
-            result = running_result(task, Payload(args, kwargs, task_options), earlier)
+            result = await aresult_of(task, Payload(args, kwargs, task_options))
             _started(result)
             try:
                 value = compat.normalize_json(
@@ -98,7 +95,21 @@ def _only(signal: Any, known: Any) -> bool:
 def result_of(task: Any, payload: Payload) -> Any:
     """The ``TaskResult`` of the run under way (a retry reads its earlier workers)."""
     attempts = current_run.get().claim.attempts
-    return running_result(task, payload, earlier_workers(attempts) if attempts else [])
+    earlier = earlier_workers(attempts, _database(payload)) if attempts else []
+    return running_result(task, payload, earlier)
+
+
+async def aresult_of(task: Any, payload: Payload) -> Any:
+    """``result_of`` from async code: only a retry, which reads the history, leaves the loop."""
+    if current_run.get().claim.attempts:
+        return await sync_to_async(result_of)(task, payload)
+    return running_result(task, payload, [])
+
+
+def _database(payload: Payload) -> str:
+    """The database of the backend the task was enqueued on (its ``OPTIONS["DATABASE"]``)."""
+    database: str = compat.task_backends[payload.backend].database
+    return database
 
 
 def _arguments(task: Any, result: Any) -> list[Any]:
@@ -128,12 +139,12 @@ def running_result(task: Any, payload: Payload, earlier_worker_ids: list[str]) -
     )
 
 
-def earlier_workers(attempts: int) -> list[str]:
+def earlier_workers(attempts: int, using: str = "default") -> list[str]:
     """The workers of the run's earlier attempts, oldest first, from the run history (only a
     retry reads it); "" for an attempt the history does not have."""
     from .results import attempt_rows
 
-    known = [row.worker_id for row in attempt_rows(current_run.get().claim.task_id)]
+    known = [row.worker_id for row in attempt_rows(current_run.get().claim.task_id, using)]
     known = known[-attempts:]
     return [""] * (attempts - len(known)) + known
 
