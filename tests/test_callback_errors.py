@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.test import override_settings
 from django.utils import timezone
 
@@ -306,3 +307,50 @@ async def test_deaths_are_told_apart_from_failures_in_the_count():
     assert task.attempts == 2
     assert task.last_error.endswith("the worker running it died 1 time")
     assert await outcomes_of("m") == ["failed", "abandoned"]
+
+
+# --- the same through Django's Tasks framework (TaskShedBackend) -------------------------------
+
+
+@pytest.mark.skipif(not settings.TASKS_FRAMEWORK, reason="no Django Tasks framework here")
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("raises_base", "SystemExit"),
+        ("raises_base", "KeyboardInterrupt"),
+        ("raises_base_async", "SystemExit"),
+        ("raises_base_async", "KeyboardInterrupt"),
+        ("raises_base_async", "CancelledError"),
+    ],
+)
+@override_settings(TASKSHED={"MAX_RETRIES": 1, "RETRY_BACKOFF": 0})
+async def test_a_django_task_that_raises_anything_fails_is_retried_and_the_worker_goes_on(
+    name, kind
+):
+    from django_taskshed.tasks_framework import compat
+    from tests.testapp import djtasks
+
+    status = compat.TaskResultStatus
+    result = await getattr(djtasks, name).aenqueue(key=f"{name}-{kind}", kind=kind)
+    worker = EventDrivenWorker(**FAST)
+    await worker.start()
+    try:
+        await eventually(lambda: _finished(result), what="the last attempt")
+        after = await djtasks.add.aenqueue(1, 2, key="after")
+        await eventually(lambda: _finished(after), what="a task enqueued after it")
+    finally:
+        await worker.shutdown()
+
+    assert (result.status, result.attempts) == (status.FAILED, 2)
+    paths = [error.exception_class_path for error in result.errors]
+    module = "asyncio.exceptions" if kind == "CancelledError" else "builtins"
+    assert paths == [f"{module}.{kind}"] * 2
+    assert result.errors[-1].traceback.rstrip().endswith(f"{kind}: {kind} from {name}-{kind}")
+    assert after.status == status.SUCCESSFUL and after.return_value == 3
+
+
+async def _finished(result: Any) -> bool:
+    from django_taskshed.tasks_framework import compat
+
+    await result.arefresh()
+    return result.status in (compat.TaskResultStatus.SUCCESSFUL, compat.TaskResultStatus.FAILED)
