@@ -14,7 +14,7 @@ from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import Any, TypeVar
 
-from django.db import models, router, transaction
+from django.db import models, router
 from django.db.models.base import ModelBase
 
 from .exceptions import StaleTaskError
@@ -54,9 +54,11 @@ class FencedSaveModel(models.Model):
             )
             self._loaded_version = self._version_of(VERSION_FIELDS)
             return
+        from .datastores.transactions import writing  # it imports the Task model
+
         fields = self._fields_to_write(update_fields)
         using = using or router.db_for_write(type(self), instance=self)
-        with transaction.atomic(using=using):
+        with writing(using):  # on SQLite, the write lock first: the compare, then the write
             rows = type(self)._base_manager.using(using).select_for_update()
             row = rows.filter(pk=self.pk).values(*version).first()
             if row != version:
