@@ -44,8 +44,10 @@ class FencedSaveModel(models.Model):
     ) -> None:
         """Save; an instance loaded from the database is saved only over the row version
         it loaded, and never writes the lease fields (``StaleTaskError``, ``ValueError``)."""
+        if update_fields is not None and not (update_fields := list(update_fields)):
+            return  # as Django: nothing named, nothing saved
         version = self._loaded_version
-        if self._state.adding or force_insert or not version:
+        if force_insert or (self._state.adding and not force_update):
             super().save(
                 force_insert=force_insert,
                 force_update=force_update,
@@ -59,12 +61,14 @@ class FencedSaveModel(models.Model):
         fields = self._fields_to_write(update_fields)
         using = using or router.db_for_write(type(self), instance=self)
         with writing(using):  # on SQLite, the write lock first: the compare, then the write
-            rows = type(self)._base_manager.using(using).select_for_update()
-            row = rows.filter(pk=self.pk).values(*version).first()
-            if row != version:
-                raise StaleTaskError(self.pk, deleted=row is None)
+            if version:  # else not loaded with it (deferred, or made by hand): not compared
+                rows = type(self)._base_manager.using(using).select_for_update()
+                row = rows.filter(pk=self.pk).values(*version).first()
+                if row != version:
+                    raise StaleTaskError(self.pk, deleted=row is None)
             super().save(using=using, update_fields=fields)
-        version.update(self._version_of([name for name in VERSION_FIELDS if name in fields]))
+        written = self._version_of([name for name in VERSION_FIELDS if name in fields])
+        self._loaded_version = {**(version or {}), **written}
 
     @classmethod
     def from_db(

@@ -89,6 +89,19 @@ def test_save_with_lease_fields_in_update_fields_is_refused():
 
 
 @pytest.mark.django_db
+def test_a_partly_loaded_instance_saves_what_it_loaded_and_moves_updated_at():
+    task = recurring()
+    STORE.claim_due_tasks("w-1", 10, 30)
+    partial = Task.objects.only("task_id", "kwargs").get(pk="r")
+    partial.kwargs = {"partial": True}
+    partial.save()
+    row = Task.objects.get(pk="r")
+    assert row.kwargs == {"partial": True} and row.lease_owner == "w-1"
+    assert row.updated_at > task.updated_at  # the fence the worker's settle reads
+    assert row.run_at == task.run_at
+
+
+@pytest.mark.django_db
 def test_a_deleted_task_is_not_saved_back():
     task = Task.objects.create(callback="x", run_at=timezone.now())
     Task.objects.filter(pk=task.pk).delete()
