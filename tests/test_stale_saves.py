@@ -218,6 +218,38 @@ def test_the_admin_refuses_a_form_opened_before_a_run_and_keeps_the_input(admin_
 
 
 @pytest.mark.django_db
+def test_a_change_the_forms_check_missed_is_refused_by_the_save_and_shown(
+    admin_client, monkeypatch
+):
+    """Where the row is not locked (SQLite in its default mode), a run may land between the
+    form's check and the save: the save's StaleTaskError then shows the page again, with the
+    message. Simulated: the check misses the change once."""
+    from django_taskshed.admin.forms import TaskAdminForm
+
+    added = recurring(kwargs={"n": 1})
+    page = admin_client.get(change_url("r"))
+    data = change_data(page, added, kwargs='{"n": 2}')
+    run_once("r")
+    check = TaskAdminForm._check_version
+    missed: list[bool] = []
+
+    def miss_once(form: Any, opened: Any) -> None:
+        if missed:
+            return check(form, opened)
+        missed.append(True)
+        form.instance.set_loaded_version(opened)  # what the check sets before comparing
+
+    monkeypatch.setattr(TaskAdminForm, "_check_version", miss_once)
+    response = admin_client.post(change_url("r"), data)
+
+    assert response.status_code == 200, "a stale save went through"
+    assert "This task was changed since you opened it" in response.content.decode()
+    assert response.context["adminform"].form["kwargs"].value() == '{"n": 2}'
+    row = Task.objects.get(pk="r")
+    assert (row.kwargs, row.run_at) == ({"n": 1}, added.run_at + HOUR)
+
+
+@pytest.mark.django_db
 def test_the_admin_saves_a_form_of_an_unchanged_task(admin_client):
     added = recurring(kwargs={"n": 1})
     page = admin_client.get(change_url("r"))
