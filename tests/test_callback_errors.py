@@ -354,3 +354,29 @@ async def _finished(result: Any) -> bool:
 
     await result.arefresh()
     return result.status in (compat.TaskResultStatus.SUCCESSFUL, compat.TaskResultStatus.FAILED)
+
+
+@pytest.mark.skipif(not settings.TASKS_FRAMEWORK, reason="no Django Tasks framework here")
+async def test_a_django_task_cancelled_by_the_workers_shutdown_is_released_not_failed():
+    from django_taskshed.tasks_framework import compat
+    from tests.testapp import djtasks
+    from tests.testapp.models import Execution
+
+    finished: list[Any] = []
+
+    def note(sender: Any, task_result: Any, **kwargs: Any) -> None:
+        finished.append(task_result.status)
+
+    compat.task_finished.connect(note)
+    try:
+        result = await djtasks.hang_async.aenqueue(key="hung")
+        worker = EventDrivenWorker(shutdown_timeout=0.1, **FAST)
+        await worker.start()
+        await eventually(lambda: Execution.objects.filter(key="hung").aexists(), what="the run")
+        await worker.shutdown()
+    finally:
+        compat.task_finished.disconnect(note)
+
+    await result.arefresh()
+    assert finished == []  # not finished: released, to run again
+    assert (result.status, result.attempts) == (compat.TaskResultStatus.READY, 0)

@@ -28,6 +28,12 @@ def cancel_requested() -> bool:
     return task in _cancelled_runs
 
 
+def cancelled_by_worker() -> bool:
+    """Whether the worker cancelled the current asyncio task, a run, at shutdown (not known
+    inside the task a timeout runs a coroutine in on Python 3.11)."""
+    return asyncio.current_task() in _cancelled_runs
+
+
 def cancel_run(task: asyncio.Task[Any]) -> None:
     """Cancel a run, so that ``cancel_requested()`` says so on every Python version."""
     _cancelled_runs.add(task)

@@ -77,3 +77,12 @@ async def raises_base_async(key: str, kind: str) -> None:
     if kind == "CancelledError":
         raise asyncio.CancelledError(f"{kind} from {key}")
     raise RAISED[kind](f"{kind} from {key}")
+
+
+@task
+async def hang_async(key: str) -> None:
+    """Wait for (almost) ever: only a timeout or the worker's shutdown ends it."""
+    import asyncio
+
+    await sync_to_async(_record)(key, "hang_async")
+    await asyncio.sleep(3600)
