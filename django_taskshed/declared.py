@@ -127,7 +127,8 @@ def sync_schedules(datastore: DjangoDataStore | None = None) -> SyncReport:
     report = SyncReport()
     with writing(datastore.using):
         tasks = datastore.get_queryset()
-        stored = {t.task_id: t for t in tasks.filter(pk__in=list(wanted))}
+        locked = tasks.filter(pk__in=list(wanted)).select_for_update()  # until written
+        stored = {t.task_id: t for t in locked}
         new = [task for task_id, task in wanted.items() if task_id not in stored]
         if new:
             rows = validated_rows(new)

@@ -41,5 +41,37 @@ class TaskTimeoutError(TaskshedError, TimeoutError):
         super().__init__(f"task {task_id!r} timed out after {seconds:g} s")
 
 
+class WorkerDiedError(TaskshedError):
+    """A task's workers died running it (killed, out of memory, ``os._exit``) more often than
+    its retries allow; it fails without being run again.
+
+    ``deaths`` is how many of its attempts ended so (from the run history; None when the
+    history is off), ``attempts`` how many it made."""
+
+    def __init__(self, task_id: str, deaths: int | None, attempts: int):
+        self.task_id = task_id
+        self.deaths = deaths
+        self.attempts = attempts
+        if deaths is None:
+            what = f"the worker running it died during attempt {attempts}, its last allowed"
+        else:
+            what = f"the worker running it died {deaths} time{'s' if deaths != 1 else ''}"
+        super().__init__(f"task {task_id!r}: {what}")
+
+
+class StaleTaskError(TaskshedError):
+    """``Task.save()`` of an instance older than its row: the task was edited, or a worker
+    ran it, since the instance was loaded (or the row was deleted). Nothing was written."""
+
+    def __init__(self, task_id: str, *, deleted: bool = False):
+        self.task_id = task_id
+        self.deleted = deleted
+        what = "was deleted" if deleted else "was changed (an edit, or a worker's run)"
+        super().__init__(
+            f"task {task_id!r} {what} since this instance was loaded; nothing was saved: "
+            "fetch the task again and make the change on it"
+        )
+
+
 class NoWorkerError(TaskshedError, RuntimeError):
     """A call that needs an in-process worker was made on a scheduler without one."""

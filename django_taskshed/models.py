@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 from django.db import models
 from django.utils import timezone as django_timezone
 
+from .fenced_save import FencedSaveModel
+
 ID_MAX_LENGTH = 255
 CALLBACK_MAX_LENGTH = 200
 CRON_MAX_LENGTH = 200
@@ -110,11 +112,13 @@ def status_condition(status: str, now: datetime) -> models.Q:
     return conditions[TaskStatus(status)]
 
 
-class Task(models.Model):
+class Task(FencedSaveModel):
     """A scheduled task: what to run (a registered callback name and its kwargs) and when.
 
     ``run_at`` is the next occurrence, stored in UTC. The lease fields belong to the worker
     that currently runs the task; the attempt and error fields record what happened.
+    ``save()`` never writes the lease, and refuses an instance older than its row
+    (``StaleTaskError``: see ``fenced_save``).
     """
 
     task_id = models.CharField(primary_key=True, max_length=ID_MAX_LENGTH, default=new_task_id)

@@ -383,7 +383,9 @@ async def test_a_cron_tasks_coalesced_row_counts_its_skipped_occurrences():
 
 async def test_an_attempt_under_a_dead_workers_lease_is_recorded_abandoned():
     scheduler = AsyncScheduler()
-    await scheduler.add_tasks([task("orphan", "ok", group_id="g"), task("fresh", "ok")])
+    # One retry: with none (the default), a task whose worker died is failed, not run again.
+    orphan = task("orphan", "ok", group_id="g", max_retries=1)
+    await scheduler.add_tasks([orphan, task("fresh", "ok")])
     lapsed = timezone.now() - timedelta(seconds=1)
     await Task.objects.filter(pk="orphan").aupdate(
         lease_owner="dead-worker", claim_token="t" * 32, lease_expires_at=lapsed

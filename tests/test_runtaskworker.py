@@ -100,6 +100,8 @@ def test_tasks_of_a_killed_worker_restart_within_lease_and_poll(worker_procs):
     )
     keys = [f"kill-{n:02}" for n in range(30)]
     add_once("sleep", keys, seconds=3)
+    # A worker's death counts as an attempt: one retry lets the survivors run the orphans.
+    Task.objects.filter(pk__in=keys).update(max_retries=1)
 
     def worker_with_callbacks_in_flight() -> Any:
         running = Execution.objects.filter(finished_at__isnull=True)
@@ -319,6 +321,8 @@ def test_sigterm_exits_past_a_sync_callback_whose_lease_then_lapses(worker_procs
         "--shutdown-timeout", str(shutdown_timeout),
     )  # fmt: skip
     add_once("sleep_sync", ["sync-task"], seconds=10)
+    # The lapsed lease counts as an attempt (the exit cut the callback short): one retry.
+    Task.objects.filter(pk="sync-task").update(max_retries=1)
     worker_procs.wait_until(lambda: started(["sync-task"], first.pid), 20, "the callback")
     second = worker_procs.start("sync-2", "--poll-interval", str(poll), "--lease", str(lease))
 

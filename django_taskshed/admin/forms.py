@@ -3,10 +3,11 @@
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.http import QueryDict
 from django.utils import timezone
 
 from ..conf import taskshed_settings
@@ -18,11 +19,17 @@ from ..datastores.validation import (
     kwargs_to_json,
 )
 from ..exceptions import InvalidTaskError
+from ..fenced_save import VERSION_FIELDS, version_text
 from ..models import QUEUE_MAX_LENGTH, Task
 from ..registry import get_callbacks
 
 # The fields a task's schedule is checked on together.
 SCHEDULE = ("run_at", "run_type", "interval", "cron", "timezone", "on_nonexistent", "on_ambiguous")
+CHANGED_SINCE_OPENED = (
+    "This task was changed since you opened it (edited elsewhere, or run by a worker): "
+    "nothing was saved. Your input is kept below; check it against the task as it is now "
+    "(open it in a new tab) and save again to apply it."
+)
 POLICY_DEFAULTS = {
     "on_nonexistent": Task._meta.get_field("on_nonexistent").default,
     "on_ambiguous": Task._meta.get_field("on_ambiguous").default,
@@ -67,6 +74,8 @@ class TaskAdminForm(TaskModelForm):
         widget=forms.Textarea(attrs={"rows": 4, "cols": 60, "class": "vLargeTextField"}),
         help_text='Keyword arguments as a JSON object, e.g. {"a": 1, "b": 2}.',
     )
+    # The task's version when the page was opened: a save over a newer row is refused.
+    opened_version = forms.CharField(required=False, widget=forms.HiddenInput)
 
     class Meta:
         model = Task
@@ -86,6 +95,8 @@ class TaskAdminForm(TaskModelForm):
         for name in ("on_nonexistent", "on_ambiguous"):  # only cron tasks use them
             if name in self.fields:
                 self.fields[name].required = False
+        if not self.instance._state.adding:
+            self.fields["opened_version"].initial = self.instance.loaded_version()
         if "callback" in self.fields:  # read-only on a row declared in code
             self.fields["callback"].widget.choices = self._callback_choices()
         defaults = {
@@ -137,6 +148,7 @@ class TaskAdminForm(TaskModelForm):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
+        self._check_version(data.get("opened_version"))
         if "callback" in self.fields and "callback" not in data:
             return data  # the callback's own error is enough
         # The schedule as it will be stored: the form's fields over the row's read-only ones.
@@ -161,3 +173,24 @@ class TaskAdminForm(TaskModelForm):
         if "run_at" in self.fields:
             data["run_at"] = run_at
         return data
+
+    def _check_version(self, opened: str | None) -> None:
+        """Refuse the form if the row changed since the page was opened; the page then
+        carries the row's new version, so that saving again applies the user's input. The
+        row stays locked (the admin's view is one transaction) until the save."""
+        task = self.instance
+        if task._state.adding or not opened:
+            return
+        try:
+            task.set_loaded_version(opened)
+        except ValueError:
+            raise ValidationError("The page was altered: open the task again.") from None
+        rows = Task._base_manager.using(task._state.db).select_for_update()
+        now = rows.filter(pk=task.pk).values(*VERSION_FIELDS).first()
+        if now is None:
+            raise ValidationError("This task was deleted since you opened it.")
+        if now != task._loaded_version:
+            data = cast(QueryDict, self.data).copy()
+            data[self.add_prefix("opened_version")] = version_text(now)
+            self.data = data
+            raise ValidationError(CHANGED_SINCE_OPENED, code="changed_since_opened")

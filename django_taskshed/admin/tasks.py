@@ -8,6 +8,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.template.response import SimpleTemplateResponse
 
+from ..exceptions import StaleTaskError
 from ..models import Task
 from ..schedulers import SyncScheduler
 from ..tasks_framework.payload import is_payload
@@ -57,6 +58,7 @@ class TaskAdmin(BoundedCount, TaskColumns, TaskModelAdmin):
             None,
             {
                 "fields": [
+                    "opened_version",
                     "status_badge",
                     "task_id",
                     "declared_in_code",
@@ -128,7 +130,12 @@ class TaskAdmin(BoundedCount, TaskColumns, TaskModelAdmin):
         return self._with_served(super().changelist_view, request, extra_context)
 
     def changeform_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        return self._with_served(super().changeform_view, request, *args, **kwargs)
+        try:
+            return self._with_served(super().changeform_view, request, *args, **kwargs)
+        except StaleTaskError:
+            # Changed between the form's check and the save (SQLite does not lock the row):
+            # the view again, whose check now shows the form with the user's input.
+            return self._with_served(super().changeform_view, request, *args, **kwargs)
 
     def _with_served(self, view: Callable[..., HttpResponse], *args: Any) -> HttpResponse:
         """Run ``view`` and render its page while the served callback names are known."""

@@ -72,7 +72,7 @@ class Outcome:
 @dataclass(slots=True)
 class SettleReport:
     settled: int = 0
-    edited: list[str] = field(default_factory=list)  # edited while running: edit kept
+    edited: list[str] = field(default_factory=list)  # edited while running: only released
     lost: list[str] = field(default_factory=list)  # lease lost to another worker: nothing written
 
 
@@ -207,8 +207,10 @@ class LeaseOperations(TaskOperations):
     def settle(self, worker_id: str, outcomes: list[Outcome]) -> SettleReport:
         """Write how runs ended, fenced: only rows still held under the same claim change.
 
-        A row edited while it ran (its ``updated_at`` moved) keeps the edit: its lease is
-        released and ``last_run_at`` stamped, nothing else.
+        A row edited while it ran (its ``updated_at`` moved) keeps the edit. When the edit
+        moved its ``run_at``, or the run would delete it, its lease is released and
+        ``last_run_at`` stamped, nothing else; otherwise the run's result is written over
+        the edit's other fields, so that an edit never makes an occurrence run again.
         """
         report = SettleReport()
         by_id = {outcome.claim.task_id: outcome for outcome in outcomes}
@@ -220,11 +222,11 @@ class LeaseOperations(TaskOperations):
         with transaction.atomic(using=self.using):
             current = tasks.select_for_update().filter(pk__in=list(by_id), lease_owner=worker_id)
             held = {}
-            for task_id, token, updated_at in current.values_list(
-                "pk", "claim_token", "updated_at"
+            for task_id, token, updated_at, run_at in current.values_list(
+                "pk", "claim_token", "updated_at", "run_at"
             ):
                 if token == by_id[task_id].claim.claim_token:
-                    held[task_id] = updated_at == by_id[task_id].claim.updated_at
+                    held[task_id] = _result_applies(by_id[task_id], updated_at, run_at)
             report.lost = [task_id for task_id in by_id if task_id not in held]
             report.edited = [task_id for task_id, unchanged in held.items() if not unchanged]
             kept = [by_id[task_id] for task_id, unchanged in held.items() if unchanged]
@@ -284,6 +286,14 @@ class LeaseOperations(TaskOperations):
         free = self.get_queryset().runnable().filter(lease_expires_at__isnull=True)
         free = free.in_queues(queues)
         return free.order_by("run_at").values_list("run_at", flat=True).first()
+
+
+def _result_applies(outcome: Outcome, updated_at: datetime, run_at: datetime) -> bool:
+    """Whether a held row takes the run's result: unedited since the claim, or edited without
+    moving its ``run_at`` when the result keeps the row (an edit while it ran wins over a
+    deletion)."""
+    claim = outcome.claim
+    return updated_at == claim.updated_at or (run_at == claim.run_at and not outcome.delete)
 
 
 class UnaryPlus(Func):

@@ -25,7 +25,7 @@ def skip_paused_occurrences(paused: TaskQuerySet, now: datetime) -> int:
     occurrence after ``now``, in the caller's transaction. Returns how many moved."""
     overdue = paused.filter(run_type__in=(RunType.RECURRING, RunType.CRON), run_at__lt=now)
     moved, rows = [], []
-    for task in overdue.only(*SCHEDULE_FIELDS):
+    for task in overdue.only(*SCHEDULE_FIELDS).select_for_update():  # no settle in between
         following = schedule_of(task).next_after(now)
         if following is None:
             continue

@@ -9,6 +9,7 @@ of what a Django task costs a worker beyond a callback task. A failure always se
 ``task_finished`` with its result.
 """
 
+import asyncio
 import logging
 import traceback
 import weakref
@@ -22,6 +23,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 
 from ..workers.current import current_run
+from ..workers.inflight import cancelled_by_worker
 from . import compat
 from .payload import Payload
 
@@ -35,7 +37,8 @@ def callback_for(task: Any) -> Callable[..., Any]:
                 try:
                     return compat.normalize_json(await task.func(*args, **kwargs))
                 except BaseException as exc:
-                    _failed(await aresult_of(task, Payload(args, kwargs, task_options)), exc)
+                    if not released(exc):
+                        _failed(await aresult_of(task, Payload(args, kwargs, task_options)), exc)
                     raise
             result = await aresult_of(task, Payload(args, kwargs, task_options))
             _started(result)
@@ -44,7 +47,8 @@ def callback_for(task: Any) -> Callable[..., Any]:
                     await task.func(*_arguments(task, result), **result.kwargs)
                 )
             except BaseException as exc:
-                _failed(result, exc)
+                if not released(exc):
+                    _failed(result, exc)
                 raise
             return _finished(result, value)
 
@@ -67,6 +71,12 @@ def callback_for(task: Any) -> Callable[..., Any]:
         return _finished(result, value)
 
     return run
+
+
+def released(exc: BaseException) -> bool:
+    """Whether ``exc`` is the worker's cancellation of the run at shutdown: the task is then
+    released, to run again, not finished (a callback's own ``CancelledError`` is a failure)."""
+    return isinstance(exc, asyncio.CancelledError) and cancelled_by_worker()
 
 
 def unobserved() -> bool:

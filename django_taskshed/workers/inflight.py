@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -10,6 +11,33 @@ from ..datastores import ClaimedTask, Outcome
 logger = logging.getLogger(__name__)
 
 Run = asyncio.Task[Outcome]
+
+# Python 3.10 has no ``Task.cancelling()``: the runs the worker cancelled are kept here.
+_cancelled_runs: "weakref.WeakSet[asyncio.Task[Any]]" = weakref.WeakSet()
+
+
+def cancel_requested() -> bool:
+    """Whether the current asyncio task was asked to cancel (by the worker at shutdown, or by
+    a timeout), as opposed to a ``CancelledError`` that a callback raised by itself."""
+    task = asyncio.current_task()
+    if task is None:
+        return False
+    cancelling = getattr(task, "cancelling", None)  # Python 3.11+
+    if cancelling is not None:
+        return bool(cancelling())
+    return task in _cancelled_runs
+
+
+def cancelled_by_worker() -> bool:
+    """Whether the worker cancelled the current asyncio task, a run, at shutdown (not known
+    inside the task a timeout runs a coroutine in on Python 3.11)."""
+    return asyncio.current_task() in _cancelled_runs
+
+
+def cancel_run(task: asyncio.Task[Any]) -> None:
+    """Cancel a run, so that ``cancel_requested()`` says so on every Python version."""
+    _cancelled_runs.add(task)
+    task.cancel()
 
 
 class InFlight:
@@ -52,7 +80,7 @@ class InFlight:
         stuck = [task for task in pending if self._runs[task].task_id in self.sync_running]
         cancelled = [task for task in pending if task not in stuck]
         for task in cancelled:
-            task.cancel()
+            cancel_run(task)
         await asyncio.gather(*cancelled, return_exceptions=True)
         if stuck:
             logger.warning(

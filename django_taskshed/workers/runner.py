@@ -7,7 +7,7 @@ import inspect
 import logging
 import os
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from functools import lru_cache, partial
@@ -21,11 +21,12 @@ from django.utils import timezone
 from .. import signals
 from ..conf import taskshed_settings
 from ..datastores import ClaimedTask, Outcome
-from ..exceptions import BadTaskError, TaskTimeoutError
-from ..models import RunType
+from ..exceptions import BadTaskError, TaskTimeoutError, WorkerDiedError
+from ..models import RunOutcome, RunType, TaskRun
 from ..occurrences import next_run, retry_delay
 from .current import CurrentRun, current_run
 from .history import recorded
+from .inflight import cancel_requested
 
 if TYPE_CHECKING:
     from .metrics import WorkerMetrics
@@ -42,6 +43,19 @@ INTERNAL_DIRS = tuple(
     for module in (asyncio, asgiref, concurrent.futures, importlib.import_module("django_taskshed"))
 )
 TRACEBACK_MAX_CHARS = 20000
+ATTEMPT_OUTCOMES = (
+    RunOutcome.SUCCEEDED, RunOutcome.FAILED, RunOutcome.TIMED_OUT, RunOutcome.ABANDONED,
+)  # fmt: skip
+
+
+class CallbackRaised(Exception):  # noqa: N818  # it carries the error, it is not one
+    """What a callback raised that is not an ``Exception`` (``SystemExit``,
+    ``KeyboardInterrupt``, ``GeneratorExit``...), carried out of the thread or asyncio task it
+    ran in: there asyncio would stop the worker's event loop with it."""
+
+    def __init__(self, raised: BaseException):
+        super().__init__(raised)
+        self.raised = raised
 
 
 def callback_threads(concurrency: int) -> ThreadPoolExecutor:
@@ -57,6 +71,7 @@ async def run_claim(
     sync_running: set[str],
     worker_id: str,
     metrics: "WorkerMetrics | None" = None,
+    using: str | None = None,
 ) -> Outcome:
     """Run ``claim`` at its ``run_at`` (it may be claimed a moment early) and say how it ended.
 
@@ -64,7 +79,14 @@ async def run_claim(
     cancelled, so the worker keeps its lease at shutdown until it returns. ``task_started``
     and ``task_finished`` go to their receivers in this process; ``metrics``, when given,
     record the run's lateness, duration and outcome.
+
+    Whatever the callback raises (``SystemExit`` and ``CancelledError`` included) is a
+    failure; only the worker's own cancellation of this run (at shutdown) goes through, and
+    the worker then releases the claim. A task whose worker died holding it, past its
+    retries, fails without running (``given_up``); ``using`` is the database of its history.
     """
+    if claim.abandoned_by and claim.attempts > retry_limit(claim):
+        return await given_up(claim, executor, using or taskshed_settings.DATABASE)
     early = (claim.run_at - timezone.now()).total_seconds()
     if early > 0:
         await asyncio.sleep(early)
@@ -82,13 +104,13 @@ async def run_claim(
         if not inspect.iscoroutinefunction(func):
             sync_running.add(claim.task_id)
         value = await invoke(func, claim, timeout_of(claim), executor)
+    except asyncio.CancelledError as exc:
+        if cancel_requested():
+            raise  # the worker's shutdown: the claim is released
+        return await _failure(claim, exc, about, worker_id, metrics)  # the callback's own
     except Exception as exc:
-        logger.error("task %s (%s) failed: %s", claim.task_id, claim.callback, exc, exc_info=exc)
-        kind = "timed_out" if isinstance(exc, TaskTimeoutError) else "failed"
-        finished = await _finish(about, kind, exc, metrics)
-        retries, backoff = taskshed_settings.MAX_RETRIES, taskshed_settings.RETRY_BACKOFF
-        outcome = failed(claim, exc, started, finished, max_retries=retries, backoff=backoff)
-        return await recorded(outcome, kind, started, finished, worker_id)
+        raised = exc.raised if isinstance(exc, CallbackRaised) else exc
+        return await _failure(claim, raised, about, worker_id, metrics)
     finally:
         sync_running.discard(claim.task_id)
     finished = await _finish(about, "succeeded", None, metrics)
@@ -96,8 +118,63 @@ async def run_claim(
     return await recorded(outcome, "succeeded", started, finished, worker_id, value)
 
 
+async def _failure(
+    claim: ClaimedTask,
+    exc: BaseException,
+    about: dict[str, Any],
+    worker_id: str,
+    metrics: "WorkerMetrics | None",
+) -> Outcome:
+    logger.error("task %s (%s) failed: %s", claim.task_id, claim.callback, exc, exc_info=exc)
+    kind = "timed_out" if isinstance(exc, TaskTimeoutError) else "failed"
+    started = about["started_at"]
+    finished = await _finish(about, kind, exc, metrics)
+    retries, backoff = taskshed_settings.MAX_RETRIES, taskshed_settings.RETRY_BACKOFF
+    outcome = failed(claim, exc, started, finished, max_retries=retries, backoff=backoff)
+    return await recorded(outcome, kind, started, finished, worker_id)
+
+
+def retry_limit(claim: ClaimedTask) -> int:
+    """The task's ``max_retries``, else ``TASKSHED["MAX_RETRIES"]``."""
+    if claim.max_retries is not None:
+        return claim.max_retries
+    limit: int = taskshed_settings.MAX_RETRIES
+    return limit
+
+
+async def given_up(claim: ClaimedTask, executor: ThreadPoolExecutor, using: str) -> Outcome:
+    """The outcome of a task whose worker died holding it once more than its retries allow:
+    failed (a recurring or cron task moves to its next occurrence, as after a failure) without
+    running it again, so that a task that kills its worker cannot crash-loop the fleet. The
+    claim has counted that death already."""
+    count = sync_to_async(
+        partial(_call_sync, deaths_of, {"claim": claim, "using": using}),
+        thread_sensitive=False,
+        executor=executor,
+    )
+    exc = WorkerDiedError(claim.task_id, await count(), claim.attempts)
+    logger.error("task %s (%s) failed: %s", claim.task_id, claim.callback, exc)
+    changes: dict[str, Any] = {
+        "attempts": claim.attempts,
+        "last_error": error_line(exc),
+        "last_traceback": "",
+        **next_step(claim, exc, claim.attempts, timezone.now(), 0, 0.0),
+    }
+    return Outcome(claim, changes=changes)
+
+
+def deaths_of(claim: ClaimedTask, using: str) -> int | None:
+    """How many of the task's last ``claim.attempts`` attempts ended with their worker's
+    death (``abandoned`` in the run history); None when the history is off."""
+    if not taskshed_settings.HISTORY:
+        return None
+    runs = TaskRun.objects.using(using).filter(task_id=claim.task_id, outcome__in=ATTEMPT_OUTCOMES)
+    last = runs.order_by("-id").values_list("outcome", flat=True)[: claim.attempts]
+    return sum(outcome == RunOutcome.ABANDONED for outcome in last)
+
+
 async def _finish(
-    about: dict[str, Any], kind: str, exc: Exception | None, metrics: "WorkerMetrics | None"
+    about: dict[str, Any], kind: str, exc: BaseException | None, metrics: "WorkerMetrics | None"
 ) -> datetime:
     """The end of a run, recorded in ``metrics`` and sent as ``task_finished``."""
     finished = timezone.now()
@@ -151,8 +228,24 @@ def _call_sync(func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
     close_old_connections()
     try:
         return func(**kwargs)
+    except Exception:
+        raise
+    except BaseException as exc:  # SystemExit in a thread would stop the worker's loop
+        raise CallbackRaised(exc) from None
     finally:
         close_old_connections()
+
+
+async def _guarded(awaitable: Awaitable[Any]) -> Any:
+    """``await awaitable``, with what it raises that is not an ``Exception`` carried in a
+    ``CallbackRaised``; but a ``CancelledError``, which ``run_claim`` tells apart (the
+    worker's own cancellation, a timeout's, or the callback's)."""
+    try:
+        return await awaitable
+    except (Exception, asyncio.CancelledError):
+        raise
+    except BaseException as exc:
+        raise CallbackRaised(exc) from None
 
 
 async def invoke(
@@ -169,9 +262,9 @@ async def invoke(
     """
     if inspect.iscoroutinefunction(func):
         if timeout is None:
-            return await func(**claim.kwargs)
+            return await _guarded(func(**claim.kwargs))
         try:
-            return await asyncio.wait_for(func(**claim.kwargs), timeout)
+            return await asyncio.wait_for(_guarded(func(**claim.kwargs)), timeout)
         except asyncio.TimeoutError:
             raise TaskTimeoutError(claim.task_id, timeout or 0) from None
     call = sync_to_async(
@@ -184,7 +277,7 @@ async def invoke(
         await asyncio.gather(future, return_exceptions=True)
         raise TaskTimeoutError(claim.task_id, timeout or 0) from None
     if inspect.isawaitable(result):
-        return await asyncio.wait_for(result, timeout)
+        return await asyncio.wait_for(_guarded(result), timeout)
     return result
 
 
@@ -240,12 +333,19 @@ def failed(
         "last_traceback": user_traceback(exc)[-TRACEBACK_MAX_CHARS:],
     }
     limit = claim.max_retries if claim.max_retries is not None else max_retries
-    if isinstance(exc, BadTaskError):
-        changes["failed_at"] = now
-    elif claim.run_type in REPEATING and (following := next_run(claim, now, claim.coalesce)):
-        changes["run_at"] = following
-    elif attempts <= limit:
-        changes["run_at"] = now + retry_delay(attempts, backoff)
-    else:
-        changes["failed_at"] = now
+    changes.update(next_step(claim, exc, attempts, now, limit, backoff))
     return Outcome(claim, changes=changes)
+
+
+def next_step(
+    claim: ClaimedTask, exc: BaseException, attempts: int, now: datetime, limit: int, backoff: float
+) -> dict[str, Any]:
+    """After a failure that makes ``attempts``: the next occurrence of a recurring or cron
+    task, else a retry (``run_at``) while within ``limit``, else ``failed_at``."""
+    if isinstance(exc, BadTaskError):
+        return {"failed_at": now}
+    if claim.run_type in REPEATING and (following := next_run(claim, now, claim.coalesce)):
+        return {"run_at": following}
+    if attempts <= limit:
+        return {"run_at": now + retry_delay(attempts, backoff)}
+    return {"failed_at": now}

@@ -151,7 +151,8 @@ class EventDrivenWorker:
         self.claimed_count += 1
         self._settlement.hold(claim)
         args = (self.callbacks or {}, self._executor, self._inflight.sync_running, self.worker_id)
-        self._inflight.start(claim, run_claim(claim, *args, self.options.metrics))
+        run = run_claim(claim, *args, self.options.metrics, self.datastore.using)
+        self._inflight.start(claim, run)
 
     async def _drain(self) -> None:
         """Finish in-flight work within the shutdown timeout, release the rest, unregister

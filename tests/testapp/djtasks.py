@@ -57,3 +57,32 @@ def returns_a_set(key: str) -> Any:
 def ordered(key: str) -> None:
     """Records the order in which a worker ran tasks."""
     _record(key, "ordered")
+
+
+# What a task may raise besides an Exception (issue 14): the run fails, the worker goes on.
+RAISED = {"SystemExit": SystemExit, "KeyboardInterrupt": KeyboardInterrupt}
+
+
+@task
+def raises_base(key: str, kind: str) -> None:
+    _record(key, "raises_base")
+    raise RAISED[kind](f"{kind} from {key}")
+
+
+@task
+async def raises_base_async(key: str, kind: str) -> None:
+    import asyncio
+
+    await sync_to_async(_record)(key, "raises_base_async")
+    if kind == "CancelledError":
+        raise asyncio.CancelledError(f"{kind} from {key}")
+    raise RAISED[kind](f"{kind} from {key}")
+
+
+@task
+async def hang_async(key: str) -> None:
+    """Wait for (almost) ever: only a timeout or the worker's shutdown ends it."""
+    import asyncio
+
+    await sync_to_async(_record)(key, "hang_async")
+    await asyncio.sleep(3600)

@@ -104,6 +104,38 @@ def record_run_at(key: str, until: str) -> None:
         Task.objects.filter(pk=key).update(paused=True)
 
 
+def _not_an_exception(kind: str) -> BaseException:
+    raised: dict[str, BaseException] = {
+        "SystemExit": SystemExit(3),
+        "KeyboardInterrupt": KeyboardInterrupt(),
+        "CancelledError": asyncio.CancelledError(),
+        "GeneratorExit": GeneratorExit(),
+    }
+    return raised[kind]
+
+
+@register_callback("raise_base")
+async def raise_base(key: str, kind: str) -> None:
+    """Write a finished row, then raise ``kind`` (``SystemExit``, ``CancelledError``...)."""
+    await sync_to_async(_start)(key, "raise_base", finished=True)
+    raise _not_an_exception(kind)
+
+
+@register_callback("raise_base_sync")
+def raise_base_sync(key: str, kind: str) -> None:
+    """``raise_base`` in a thread."""
+    _start(key, "raise_base_sync", finished=True)
+    raise _not_an_exception(kind)
+
+
+@register_callback("exit_process")
+def exit_process(key: str, code: int = 1) -> None:
+    """Write a finished row, then end the worker's process at once, as a segfault or the OOM
+    killer would (no cleanup, no release)."""
+    _start(key, "exit_process", finished=True)
+    os._exit(code)
+
+
 # Django tasks, run by the same workers; a worker started with TASKSHED_TEST_NO_DJTASKS=1 does
 # not load them (the test of a task the worker did not load).
 if settings.TASKS_FRAMEWORK and os.environ.get("TASKSHED_TEST_NO_DJTASKS") != "1":
