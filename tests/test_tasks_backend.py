@@ -445,3 +445,20 @@ def test_a_retry_reads_its_earlier_workers_from_the_backends_database(monkeypatc
     finally:
         current_run.reset(token)
     assert read == [("t1", "tasks_db")]
+
+
+async def test_a_task_whose_worker_died_past_its_retries_fails_with_that_error():
+    from asgiref.sync import sync_to_async
+
+    from tests.test_callback_errors import die_holding
+
+    result = await djtasks.add_async.aenqueue(1, 2, key="poisoned")  # MAX_RETRIES: 0
+    await sync_to_async(die_holding)(result.id, 1)
+    await run_until(lambda: finished(result), "the task given up")
+    assert (result.status, result.attempts, result.worker_ids) == (
+        Status.FAILED, 1, ["dead-worker-0"],
+    )  # fmt: skip
+    (error,) = result.errors
+    assert error.exception_class_path == "django_taskshed.exceptions.WorkerDiedError"
+    assert error.traceback.endswith("the worker running it died 1 time")
+    assert not await Execution.objects.filter(key="poisoned").aexists()

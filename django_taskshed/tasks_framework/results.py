@@ -16,7 +16,8 @@ from .running import bound_task
 
 ATTEMPTS = (RunOutcome.SUCCEEDED, RunOutcome.FAILED, RunOutcome.TIMED_OUT, RunOutcome.ABANDONED)
 FAILURES = (RunOutcome.FAILED, RunOutcome.TIMED_OUT)
-ROW_FIELDS = ("callback", "kwargs", "failed_at", "lease_owner", "lease_expires_at")
+ROW_FIELDS = ("callback", "kwargs", "failed_at", "lease_owner", "lease_expires_at", "last_error")
+GAVE_UP = f"{taskshed_exceptions.WorkerDiedError.__name__}: "
 RUN_FIELDS = (
     "callback", "kwargs", "outcome", "worker_id", "started_at", "finished_at", "error",
     "traceback", "return_value",
@@ -62,15 +63,25 @@ def task_result(result_id: str, using: str) -> Any:
         args=payload.args,
         kwargs=payload.kwargs,
         backend=payload.backend,
-        errors=[
-            compat.TaskError(exception_class_path=class_path_of(run.error), traceback=run.traceback)
-            for run in runs
-            if run.outcome in FAILURES
-        ],
+        errors=_errors(row, runs),
         worker_ids=worker_ids,
     )
     object.__setattr__(result, "_return_value", value)
     return result
+
+
+def _errors(row: Task | None, runs: list[TaskRun]) -> list[Any]:
+    """Each failed attempt's error; and, for a task failed because its workers kept dying
+    (``WorkerDiedError``, no attempt of its own in the history), that error last."""
+    errors = [
+        compat.TaskError(exception_class_path=class_path_of(run.error), traceback=run.traceback)
+        for run in runs
+        if run.outcome in FAILURES
+    ]
+    if row is not None and row.failed_at is not None and row.last_error.startswith(GAVE_UP):
+        path = class_path_of(row.last_error)
+        errors.append(compat.TaskError(exception_class_path=path, traceback=row.last_error))
+    return errors
 
 
 def _state(row: Task | None, runs: list[TaskRun]) -> tuple[Any, datetime | None, Any]:
