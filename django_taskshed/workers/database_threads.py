@@ -2,7 +2,8 @@
 
 The worker claims on one and writes results on another, so that the claim of the next
 batch does not wait behind the results of the last (on SQLite, which has one writer at a
-time, both kinds share one).
+time, both kinds share one). Each keeps its connection for the worker's life, whatever
+``CONN_MAX_AGE`` says, and replaces it once it is found broken (``call_reconnecting``).
 """
 
 import asyncio
@@ -12,7 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
 
-from django.db import connections
+from django.db import Error, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 logger = logging.getLogger(__name__)
 
@@ -34,15 +36,7 @@ class DatabaseThread:
         return await loop.run_in_executor(self._executor, partial(self._call, func, *args))
 
     def _call(self, func: Callable[..., T], *args: Any) -> T:
-        try:
-            return func(*args)
-        except Exception:
-            # A broken connection (the server restarted, say) is replaced at the next step.
-            try:
-                connections[self.using].close_if_unusable_or_obsolete()
-            except Exception:  # some drivers refuse to close what is already closed
-                logger.debug("%s: closing a broken connection failed", self.name, exc_info=True)
-            raise
+        return call_reconnecting(self.using, func, *args)
 
     async def close(self) -> None:
         """Close this thread's connections and let the thread go; calling it again does nothing."""
@@ -54,6 +48,46 @@ class DatabaseThread:
         except Exception:
             logger.warning("%s: could not close its database connection", self.name, exc_info=True)
         self._executor.shutdown(wait=False)
+
+
+def call_reconnecting(using: str, func: Callable[..., T], *args: Any) -> T:
+    """``func(*args)`` on this thread's connection to ``using``; if it fails because that
+    connection broke (the server restarted, the backend was terminated), once more at once on a
+    new connection. Every step a worker takes this way is safe to repeat: claims and writes are
+    fenced by the claim token, and the rest are idempotent."""
+    try:
+        return func(*args)
+    except Error:
+        if not drop_if_broken(using):
+            raise
+        logger.info("database connection %r was lost; retrying on a new one", using)
+        return func(*args)
+
+
+def drop_if_broken(using: str) -> bool:
+    """Close this thread's connection to ``using`` if a statement failed on it and it no longer
+    answers, so that the next step opens a new one; True if it is (now) closed. A working
+    connection is kept, even past ``CONN_MAX_AGE``."""
+    connection = connections[using]
+    if connection.connection is None:
+        return True  # closed by the failed step (a rollback that failed), or never opened
+    if not connection.errors_occurred or connection.in_atomic_block or _answers(connection):
+        return False
+    try:
+        connection.close()
+    except Exception:  # some drivers refuse to close what is already broken
+        logger.debug("closing the broken connection %r failed", using, exc_info=True)
+    return connection.connection is None
+
+
+def _answers(connection: BaseDatabaseWrapper) -> bool:
+    if connection.vendor != "sqlite":
+        return bool(connection.is_usable())
+    try:  # Django's SQLite is_usable() says yes without asking
+        connection.connection.execute("SELECT 1")
+    except Exception:
+        return False
+    return True
 
 
 def worker_threads(using: str) -> tuple[DatabaseThread, DatabaseThread]:
