@@ -55,28 +55,35 @@ def call_reconnecting(using: str, func: Callable[..., T], *args: Any) -> T:
     connection broke (the server restarted, the backend was terminated), once more at once on a
     new connection. Every step a worker takes this way is safe to repeat: claims and writes are
     fenced by the claim token, and the rest are idempotent."""
+    connection = connections[using]
+    before = connection.connection
     try:
         return func(*args)
     except Error:
-        if not drop_if_broken(using):
+        if not lost(connection, before):
             raise
         logger.info("database connection %r was lost; retrying on a new one", using)
         return func(*args)
 
 
-def drop_if_broken(using: str) -> bool:
-    """Close this thread's connection to ``using`` if a statement failed on it and it no longer
-    answers, so that the next step opens a new one; True if it is (now) closed. A working
-    connection is kept, even past ``CONN_MAX_AGE``."""
-    connection = connections[using]
+def lost(connection: BaseDatabaseWrapper, before: Any) -> bool:
+    """After a failed step: whether it failed because ``connection`` (``before``, its raw
+    connection when the step began) broke; a broken one is closed, so that the next step opens
+    a new one. A working connection is kept, even past ``CONN_MAX_AGE``.
+
+    Django's own flag cannot tell: a failed ``atomic()`` closes a dead connection and at once
+    opens another (to restore autocommit), which leaves no error behind.
+    """
     if connection.connection is None:
-        return True  # closed by the failed step (a rollback that failed), or never opened
-    if not connection.errors_occurred or connection.in_atomic_block or _answers(connection):
+        return True  # closed by the failed step, or it could not connect
+    if before is not None and connection.connection is not before:
+        return True  # replaced by Django while the step failed
+    if connection.in_atomic_block or _answers(connection):
         return False
     try:
         connection.close()
     except Exception:  # some drivers refuse to close what is already broken
-        logger.debug("closing the broken connection %r failed", using, exc_info=True)
+        logger.debug("closing the broken connection %r failed", connection.alias, exc_info=True)
     return connection.connection is None
 
 
