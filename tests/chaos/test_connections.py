@@ -25,14 +25,16 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 BEAT = 0.2  # --lease 0.6: the heartbeat beats every 0.2 s
 
 
-def add_once(callback: str, keys: list[str], run_at: list[datetime] | None = None) -> None:
+def add_once(callbacks: list[str], keys: list[str], run_at: list[datetime] | None = None) -> None:
+    """One one-off task per key (3 retries), the callbacks taken in turn."""
     times = run_at or [timezone.now()] * len(keys)
     SyncScheduler().add_tasks(
         [
-            Task(task_id=key, callback=callback, kwargs={"key": key}, run_at=at, max_retries=3)
-            for key, at in zip(keys, times, strict=True)
+            Task(task_id=key, callback=callbacks[n % len(callbacks)], kwargs={"key": key},
+                 run_at=at, max_retries=3)
+            for n, (key, at) in enumerate(zip(keys, times, strict=True))
         ]
-    )
+    )  # fmt: skip
 
 
 def no_tasks_left() -> bool:
@@ -43,7 +45,7 @@ def test_a_worker_holds_the_three_documented_connections_and_reopens_none(worker
     name = "chaos-connections"
     keys = [f"count-{n}" for n in range(30)]
     worker_procs.start(name, "--lease", str(3 * BEAT), env=worker_database(name))
-    add_once("record_sync", keys)  # a sync callback: its thread's connection closes after it
+    add_once(["record_sync"], keys)  # a sync callback: its thread's connection closes after it
     worker_procs.wait_until(no_tasks_left, 15, "the tasks to run")
 
     first = backends(name)
@@ -66,7 +68,9 @@ def test_terminated_backends_lose_no_task_and_sigterm_still_exits_0(worker_procs
     )  # fmt: skip
     start = timezone.now() + timedelta(seconds=0.2)  # one task due every 10 ms from then on
     due = {key: start + n * timedelta(seconds=0.01) for n, key in enumerate(keys)}
-    add_once("record_sync", keys, list(due.values()))
+    # A sync callback, and a coroutine that calls the ORM through sync_to_async (asgiref's
+    # thread): each must find a working connection again once its own was terminated.
+    add_once(["record_sync", "record"], keys, list(due.values()))
     worker_procs.wait_until(lambda: Execution.objects.count() >= count // 3, 15, "a third run")
 
     killed_at = timezone.now()
