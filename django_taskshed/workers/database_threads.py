@@ -75,7 +75,7 @@ def lost(connection: BaseDatabaseWrapper, before: Any) -> bool:
     opens another (to restore autocommit), which leaves no error behind.
     """
     if connection.connection is None:
-        return True  # closed by the failed step, or it could not connect
+        return before is not None  # closed by the failed step (not: it could not connect)
     if before is not None and connection.connection is not before:
         return True  # replaced by Django while the step failed
     if connection.in_atomic_block or _answers(connection):
@@ -85,6 +85,14 @@ def lost(connection: BaseDatabaseWrapper, before: Any) -> bool:
     except Exception:  # some drivers refuse to close what is already broken
         logger.debug("closing the broken connection %r failed", connection.alias, exc_info=True)
     return connection.connection is None
+
+
+def close_broken() -> None:
+    """Close this thread's connections that no longer answer (outside a transaction only), so
+    that the next query opens a new one; working ones are kept."""
+    for connection in connections.all(initialized_only=True):
+        if connection.connection is not None and not connection.in_atomic_block:
+            lost(connection, connection.connection)
 
 
 def _answers(connection: BaseDatabaseWrapper) -> bool:

@@ -26,6 +26,7 @@ from ..exceptions import BadTaskError, TaskTimeoutError
 from ..models import RunType
 from ..occurrences import next_run, retry_delay
 from .current import CurrentRun, current_run
+from .database_threads import close_broken
 from .history import recorded
 
 if TYPE_CHECKING:
@@ -104,7 +105,7 @@ async def _finish(
     error, the connections of asgiref's sync thread are checked (``from_database``)."""
     finished = timezone.now()
     if exc is not None and from_database(exc):
-        await sync_to_async(close_old_connections)()  # as Django does after a request
+        await sync_to_async(close_broken)()
     if metrics is not None:
         metrics.run_finished(about["callback"], kind, finished - about["started_at"])
     await signals.asend(
@@ -116,7 +117,7 @@ async def _finish(
 def from_database(exc: BaseException) -> bool:
     """Whether a database error raised ``exc`` (or is it). An async callback that failed so
     may have left asgiref's sync thread, where ORM calls from coroutines run, with a broken
-    connection: ``close_old_connections()`` there lets the next run open a new one."""
+    connection: closing it there (``close_broken``) lets the next run open a new one."""
     seen: set[int] = set()
     error: BaseException | None = exc
     while error is not None and id(error) not in seen:
