@@ -49,7 +49,13 @@ def test_a_worker_holds_the_three_documented_connections_and_reopens_none(worker
     worker_procs.wait_until(no_tasks_left, 15, "the tasks to run")
 
     first = backends(name)
-    time.sleep(6 * BEAT)  # six heartbeats (CONN_MAX_AGE is 0)
+    beat_at = WorkerRecord.objects.get(pk=name).heartbeat_at
+    six_beats_later = beat_at + timedelta(seconds=6 * BEAT - 0.05)  # CONN_MAX_AGE is 0
+    worker_procs.wait_until(
+        lambda: WorkerRecord.objects.filter(pk=name, heartbeat_at__gte=six_beats_later).exists(),
+        10,
+        "six heartbeats",
+    )
     later = backends(name)
 
     print(f"\n[chaos] idle worker after 30 tasks: {len(first)} connections {first}; {len(later)} "
