@@ -1,5 +1,7 @@
 """Errors raised by django-taskshed's public API."""
 
+from datetime import datetime
+
 
 class TaskshedError(Exception):
     """Base class of every django-taskshed error."""
@@ -75,3 +77,21 @@ class StaleTaskError(TaskshedError):
 
 class NoWorkerError(TaskshedError, RuntimeError):
     """A call that needs an in-process worker was made on a scheduler without one."""
+
+
+class WorkerIdInUseError(TaskshedError, RuntimeError):
+    """A worker was started with the id of a worker that is still alive."""
+
+    def __init__(
+        self, worker_id: str, hostname: str, pid: int, heartbeat_at: datetime, expires_at: datetime
+    ):
+        self.worker_id = worker_id
+        self.hostname = hostname
+        self.pid = pid
+        self.heartbeat_at = heartbeat_at
+        super().__init__(
+            f"worker id {worker_id!r} is in use by a live worker: host {hostname}, pid {pid}, "
+            f"last heartbeat {heartbeat_at.isoformat(timespec='seconds')}. Stop it or give "
+            f"this worker another --worker-id; without heartbeats its row is taken over after "
+            f"{expires_at.isoformat(timespec='seconds')}."
+        )

@@ -34,18 +34,38 @@ async def test_steps_run_on_one_thread_with_a_connection_of_its_own():
         await db.close()
 
 
-async def test_a_step_raises_in_the_caller_and_a_broken_connection_is_replaced():
+async def test_a_step_on_a_broken_connection_runs_again_at_once_on_a_new_one():
     db = DatabaseThread(USING, "test-db")
     try:
         assert await db.run(select_one) == 1
+        before = await db.run(lambda: connections[USING].connection)
 
         def break_connection() -> None:
             connections[USING].connection.close()  # as when the server drops it
 
         await db.run(break_connection)
-        with pytest.raises(Error):  # InterfaceError or OperationalError, by driver
-            await db.run(select_one)
-        assert await db.run(select_one) == 1  # a new connection
+        assert await db.run(select_one) == 1  # no error: the step ran again
+        assert await db.run(lambda: connections[USING].connection) is not before
+    finally:
+        await db.close()
+
+
+async def test_a_failing_step_raises_in_the_caller_once_and_keeps_a_working_connection():
+    db = DatabaseThread(USING, "test-db")
+    calls = []
+
+    def bad_sql() -> None:
+        calls.append(1)
+        with connections[USING].cursor() as cursor:
+            cursor.execute("SELECT * FROM no_such_table_here")
+
+    try:
+        before = await db.run(lambda: (select_one(), connections[USING].connection)[1])
+        with pytest.raises(Error):
+            await db.run(bad_sql)
+        assert calls == [1]  # not repeated: the connection still works
+        assert await db.run(lambda: connections[USING].connection) is before
+        assert await db.run(select_one) == 1
     finally:
         await db.close()
 

@@ -2,7 +2,8 @@
 
 The worker claims on one and writes results on another, so that the claim of the next
 batch does not wait behind the results of the last (on SQLite, which has one writer at a
-time, both kinds share one).
+time, both kinds share one). Each keeps its connection for the worker's life, whatever
+``CONN_MAX_AGE`` says, and replaces it once it is found broken (``call_reconnecting``).
 """
 
 import asyncio
@@ -12,7 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
 
-from django.db import connections
+from django.db import Error, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 logger = logging.getLogger(__name__)
 
@@ -34,15 +36,7 @@ class DatabaseThread:
         return await loop.run_in_executor(self._executor, partial(self._call, func, *args))
 
     def _call(self, func: Callable[..., T], *args: Any) -> T:
-        try:
-            return func(*args)
-        except Exception:
-            # A broken connection (the server restarted, say) is replaced at the next step.
-            try:
-                connections[self.using].close_if_unusable_or_obsolete()
-            except Exception:  # some drivers refuse to close what is already closed
-                logger.debug("%s: closing a broken connection failed", self.name, exc_info=True)
-            raise
+        return call_reconnecting(self.using, func, *args)
 
     async def close(self) -> None:
         """Close this thread's connections and let the thread go; calling it again does nothing."""
@@ -54,6 +48,61 @@ class DatabaseThread:
         except Exception:
             logger.warning("%s: could not close its database connection", self.name, exc_info=True)
         self._executor.shutdown(wait=False)
+
+
+def call_reconnecting(using: str, func: Callable[..., T], *args: Any) -> T:
+    """``func(*args)`` on this thread's connection to ``using``; if it fails because that
+    connection broke (the server restarted, the backend was terminated), once more at once on a
+    new connection. Every step a worker takes this way is safe to repeat: claims and writes are
+    fenced by the claim token, and the rest are idempotent."""
+    connection = connections[using]
+    before = connection.connection
+    try:
+        return func(*args)
+    except Error:
+        if not lost(connection, before):
+            raise
+        logger.info("database connection %r was lost; retrying on a new one", using)
+        return func(*args)
+
+
+def lost(connection: BaseDatabaseWrapper, before: Any) -> bool:
+    """After a failed step: whether it failed because ``connection`` (``before``, its raw
+    connection when the step began) broke; a broken one is closed, so that the next step opens
+    a new one. A working connection is kept, even past ``CONN_MAX_AGE``.
+
+    Django's own flag cannot tell: a failed ``atomic()`` closes a dead connection and at once
+    opens another (to restore autocommit), which leaves no error behind.
+    """
+    if connection.connection is None:
+        return before is not None  # closed by the failed step (not: it could not connect)
+    if before is not None and connection.connection is not before:
+        return True  # replaced by Django while the step failed
+    if connection.in_atomic_block or _answers(connection):
+        return False
+    try:
+        connection.close()
+    except Exception:  # some drivers refuse to close what is already broken
+        logger.debug("closing the broken connection %r failed", connection.alias, exc_info=True)
+    return connection.connection is None
+
+
+def close_broken() -> None:
+    """Close this thread's connections that no longer answer (outside a transaction only), so
+    that the next query opens a new one; working ones are kept."""
+    for connection in connections.all(initialized_only=True):
+        if connection.connection is not None and not connection.in_atomic_block:
+            lost(connection, connection.connection)
+
+
+def _answers(connection: BaseDatabaseWrapper) -> bool:
+    if connection.vendor != "sqlite":
+        return bool(connection.is_usable())
+    try:  # Django's SQLite is_usable() says yes without asking
+        connection.connection.execute("SELECT 1")
+    except Exception:
+        return False
+    return True
 
 
 def worker_threads(using: str) -> tuple[DatabaseThread, DatabaseThread]:

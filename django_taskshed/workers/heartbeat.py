@@ -2,6 +2,8 @@
 
 It runs in its own thread with its own database connection, so a callback that blocks the
 event loop cannot starve it and leases of running tasks never lapse while the process lives.
+The connection is kept from beat to beat, whatever ``CONN_MAX_AGE`` says, and replaced once
+it is found broken.
 """
 
 import logging
@@ -10,13 +12,14 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from django.db import close_old_connections, connections
+from django.db import connections
 from django.utils import timezone
 
 from ..conf import taskshed_settings
 from ..datastores import DjangoDataStore
 from ..datastores.runs import prune_runs, retention
 from ..models import WorkerRecord
+from .database_threads import call_reconnecting
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +62,7 @@ class Heartbeat:
         try:
             while not self._stop.wait(self.interval):
                 try:
-                    self.beat()
+                    call_reconnecting(self.using, self.beat)
                 except Exception:
                     logger.warning("heartbeat of worker %s failed", self.record.pk, exc_info=True)
         finally:
@@ -67,7 +70,6 @@ class Heartbeat:
 
     def beat(self) -> None:
         """Renew leases, refresh this worker's row, and drop rows of workers long silent."""
-        close_old_connections()
         self.datastore.renew_leases(self.record.pk, self.held_tokens(), self.lease_seconds)
         now = timezone.now()
         self.record.heartbeat_at = now
@@ -85,6 +87,3 @@ class Heartbeat:
         self._pruned_at = time.monotonic()
         if taskshed_settings.HISTORY:
             prune_runs(self.using, now - retention(), max_batches=PRUNE_BATCHES)
-
-    def unregister(self) -> None:
-        WorkerRecord.objects.using(self.using).filter(pk=self.record.pk).delete()

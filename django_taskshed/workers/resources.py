@@ -5,19 +5,19 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from .. import notifications
 from ..conf import taskshed_settings
 from ..declared import sync_schedules
 from ..models import WorkerRecord
+from . import registration
 from .database_threads import DatabaseThread
 from .heartbeat import Heartbeat
 from .recycling import MemoryLimit
@@ -33,10 +33,11 @@ JOIN_TIMEOUT = 1.0  # seconds start() waits to join the group before going on wi
 class WorkerResources:
     """An async context manager: entered when a worker starts, exited once it has drained.
 
-    Entering writes the schedules declared in code, registers the worker (its row, renewed by
-    the heartbeat thread with the leases it holds) and joins the channel layer's group before
-    returning, so that no notification sent after ``start()`` is missed. Exiting undoes each,
-    and closes the threads' connections.
+    Entering registers the worker (its row, renewed by the heartbeat thread with the leases it
+    holds; refused while a live worker has its id), writes the schedules declared in code and
+    joins the channel layer's group before returning, so that no notification sent after
+    ``start()`` is missed. Exiting undoes each (a step that fails is logged and the rest still
+    runs), and closes the threads' connections. A failed start undoes what it did.
     """
 
     def __init__(
@@ -55,13 +56,24 @@ class WorkerResources:
         self.memory_limit: MemoryLimit | None = None
 
     async def __aenter__(self) -> "WorkerResources":
-        worker = self.worker
-        await sync_to_async(sync_schedules)(worker.datastore)
-        self.heartbeat = Heartbeat(
+        try:
+            await self._enter()
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def _enter(self) -> None:
+        worker, db = self.worker, self.threads[0]
+        heartbeat = Heartbeat(
             self._record(), worker.datastore, worker.options.lease, self.held_tokens,
             worker.running_count,
         )  # fmt: skip
-        await sync_to_async(self.heartbeat.start)()
+        # Start-up steps run on the claim thread: the worker opens no other connection.
+        await db.run(registration.register, heartbeat.record, worker.datastore.using)
+        self.heartbeat = heartbeat
+        await db.run(sync_schedules, worker.datastore)
+        await db.run(heartbeat.start)
         metrics = worker.options.metrics
         if metrics is not None:
             metrics.watch_running(worker.running_count)
@@ -83,7 +95,6 @@ class WorkerResources:
                 worker.worker_id, worker.options.max_memory, worker.shutdown
             )
             self.memory_limit.start()
-        return self
 
     async def __aexit__(
         self,
@@ -91,17 +102,29 @@ class WorkerResources:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        """Undo what was done; a step that fails is logged and the next still runs."""
         notifications.LOCAL_WORKERS.discard(self.worker)
         if self.memory_limit is not None:
-            await self.memory_limit.close()
+            await self._quietly("stopping the memory watch", self.memory_limit.close())
         if self.listener is not None:
-            await self.listener.close()
+            await self._quietly("leaving the group", self.listener.close())
         if self.heartbeat is not None:
-            await sync_to_async(self.heartbeat.stop)()
-            await sync_to_async(self.heartbeat.unregister)()
+            unregister = self.threads[0].run(self._unregister, self.heartbeat)
+            await self._quietly("unregistering", unregister)
         self.executor.shutdown(wait=False, cancel_futures=True)
         for thread in self.threads:
             await thread.close()
+
+    def _unregister(self, heartbeat: Heartbeat) -> None:
+        """Stop the heartbeat, then delete the worker's row (in the claim thread)."""
+        heartbeat.stop()
+        registration.release(heartbeat.record, self.worker.datastore.using)
+
+    async def _quietly(self, what: str, step: Awaitable[object]) -> None:
+        try:
+            await step
+        except Exception:
+            logger.exception("worker %s: %s failed; stopping anyway", self.worker.worker_id, what)
 
     def _hint_receiver(self) -> Callable[[datetime | None], object]:
         """The worker's wake-up, counting each notification when the worker has metrics."""

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import asgiref
 from asgiref.sync import sync_to_async
+from django.db import Error as DatabaseError
 from django.db import close_old_connections
 from django.utils import timezone
 
@@ -25,6 +26,7 @@ from ..exceptions import BadTaskError, TaskTimeoutError, WorkerDiedError
 from ..models import RunOutcome, RunType, TaskRun
 from ..occurrences import next_run, retry_delay
 from .current import CurrentRun, current_run
+from .database_threads import close_broken
 from .history import recorded
 from .inflight import cancel_requested
 
@@ -176,14 +178,31 @@ def deaths_of(claim: ClaimedTask, using: str) -> int | None:
 async def _finish(
     about: dict[str, Any], kind: str, exc: BaseException | None, metrics: "WorkerMetrics | None"
 ) -> datetime:
-    """The end of a run, recorded in ``metrics`` and sent as ``task_finished``."""
+    """The end of a run, recorded in ``metrics`` and sent as ``task_finished``; after a database
+    error, the connections of asgiref's sync thread are checked (``from_database``)."""
     finished = timezone.now()
+    if exc is not None and from_database(exc):
+        await sync_to_async(close_broken)()
     if metrics is not None:
         metrics.run_finished(about["callback"], kind, finished - about["started_at"])
     await signals.asend(
         signals.task_finished, finished_at=finished, outcome=kind, exception=exc, **about
     )
     return finished
+
+
+def from_database(exc: BaseException) -> bool:
+    """Whether a database error raised ``exc`` (or is it). An async callback that failed so
+    may have left asgiref's sync thread, where ORM calls from coroutines run, with a broken
+    connection: closing it there (``close_broken``) lets the next run open a new one."""
+    seen: set[int] = set()
+    error: BaseException | None = exc
+    while error is not None and id(error) not in seen:
+        if isinstance(error, DatabaseError):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def timeout_of(claim: ClaimedTask) -> float | None:

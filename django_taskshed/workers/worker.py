@@ -2,10 +2,12 @@
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
 from datetime import datetime
 from typing import Any
+
+from django.utils import timezone
 
 from ..datastores import ClaimedTask, DjangoDataStore
 from ..eager import eager
@@ -106,6 +108,14 @@ class EventDrivenWorker:
         the current deadline. Safe to call from any thread; may be awaited, as in TaskShed."""
         self._alarm.hint_from_anywhere(run_at)
 
+    async def count_due(self) -> int:
+        """How many tasks of this worker's queues are due now (read on the claim thread)."""
+        return await self._threads[0].run(self._count_due)
+
+    def _count_due(self) -> int:
+        due = self.datastore.get_queryset().due(timezone.now())
+        return due.in_queues(self.options.queues).count()
+
     def running_count(self) -> int:
         return len(self._inflight)
 
@@ -159,7 +169,7 @@ class EventDrivenWorker:
         (after the sync callbacks still running, which keep their leases, have returned)."""
         timeout = self.options.shutdown_timeout if self._stopping else None
         stuck = await self._inflight.finish(timeout, self.worker_id)
-        await self._settlement.finish(keep=self._inflight.sync_running)
+        await self._settle_all(keep=self._inflight.sync_running)
         if stuck:
             self._closing = asyncio.create_task(self._close(stuck))
         else:
@@ -168,6 +178,14 @@ class EventDrivenWorker:
     async def _close(self, stuck: list[Run]) -> None:
         if stuck:
             await asyncio.gather(*stuck, return_exceptions=True)
-            await self._settlement.finish()
+            await self._settle_all()
         await self._resources.aclose()
         logger.info("worker %s stopped", self.worker_id)
+
+    async def _settle_all(self, keep: Iterable[str] = ()) -> None:
+        """Write the results and release the rest; a failure is logged and the shutdown goes on
+        (what was not released is freed when its lease lapses)."""
+        try:
+            await self._settlement.finish(keep=keep)
+        except Exception:
+            logger.exception("worker %s: could not release its unfinished tasks", self.worker_id)

@@ -7,12 +7,11 @@ import signal
 import sys
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
-from django.utils import timezone
 
 from django_taskshed import notifications
+from django_taskshed.exceptions import WorkerIdInUseError
 from django_taskshed.workers import EventDrivenWorker
 from django_taskshed.workers.metrics import MetricsUnavailableError, WorkerMetrics
 from django_taskshed.workers.options import describe_queues, queue_names
@@ -119,8 +118,11 @@ class Command(BaseCommand):
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, on_signal, signum)
         # Counted before the worker starts: once it runs, it leases what is due at once.
-        due_now = await sync_to_async(self._due_now)(worker)
-        await worker.start()
+        due_now = await worker.count_due()
+        try:
+            await worker.start()
+        except WorkerIdInUseError as exc:
+            raise CommandError(str(exc)) from exc
         self.stdout.write(self._banner(worker, due_now))
         self.stdout.flush()
         await worker.wait_stopped()
@@ -134,11 +136,6 @@ class Command(BaseCommand):
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(0)
-
-    @staticmethod
-    def _due_now(worker: EventDrivenWorker) -> int:
-        due = worker.datastore.get_queryset().due(timezone.now())
-        return due.in_queues(worker.options.queues).count()
 
     def _banner(self, worker: EventDrivenWorker, due_now: int) -> str:
         using = worker.datastore.using
