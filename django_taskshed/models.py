@@ -257,6 +257,12 @@ class WorkerRecord(models.Model):
     )
     callbacks = models.JSONField(default=list, blank=True)
     running = models.PositiveIntegerField(default=0)
+    rereads_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="The worker reads the schedule again by then anyway: a hint of a task due "
+        "then or later need not reach it. Empty: every hint is sent.",
+    )
 
     class Meta:
         ordering = ["worker_id"]

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from .conf import taskshed_settings
 from .django_internals import on_commit_callbacks
+from .rereads import hint_needed
 
 logger = logging.getLogger(__name__)
 
@@ -122,8 +123,21 @@ async def _within(send: Coroutine[Any, Any, Any]) -> None:
         await asyncio.wait_for(send, SEND_TIMEOUT)
 
 
-def notify(run_at: datetime | None, worker: Wakeable | None = None) -> None:
-    """Wake the in-process worker directly, then the group (sync code, after a commit).
+def hint_wanted(run_at: datetime | None, using: str) -> bool:
+    """Whether the group is to get the hint of a change committed on ``using`` (sync, after
+    the commit). Across processes, only if a worker's row does not already promise a read of
+    the schedule by ``run_at`` (``rereads``); the in-memory layer is always sent to."""
+    layer = channel_layer()
+    if layer is None:
+        return False
+    return isinstance(layer, InMemoryChannelLayer) or hint_needed(run_at, using)
+
+
+def notify(
+    run_at: datetime | None, worker: Wakeable | None = None, using: str | None = None
+) -> None:
+    """Wake the in-process worker directly, then the group (sync code, after a commit on
+    ``using``: given, a hint no worker needs is not sent, see ``hint_wanted``).
 
     The message goes out from a long-lived sender thread, waiting at most a moment. The
     in-memory layer's queues belong to the receiving worker's event loop, which a send from
@@ -138,6 +152,8 @@ def notify(run_at: datetime | None, worker: Wakeable | None = None) -> None:
         for local in list(LOCAL_WORKERS):
             if local is not worker:
                 local.update_schedule(run_at)
+    elif using is not None and not hint_needed(run_at, using):
+        return
     try:
         SENDER.submit(asend_changed(run_at)).result(SEND_TIMEOUT + 0.1)
     except Exception:
@@ -176,9 +192,10 @@ LOCAL_WORKERS: "weakref.WeakSet[Any]" = weakref.WeakSet()
 class PendingNotice:
     """The one notification a transaction sends; later changes in it only merge their hint."""
 
-    def __init__(self, run_at: datetime | None, worker: Wakeable | None):
+    def __init__(self, run_at: datetime | None, worker: Wakeable | None, using: str):
         self.run_at = run_at
         self.worker = worker
+        self.using = using
 
     def merge(self, run_at: datetime | None) -> None:
         # No hint means "re-read the schedule", which covers any hint.
@@ -186,7 +203,7 @@ class PendingNotice:
             self.run_at = None if run_at is None else min(self.run_at, run_at)
 
     def __call__(self) -> None:
-        notify(self.run_at, self.worker)
+        notify(self.run_at, self.worker, self.using)
 
 
 def notify_on_commit(run_at: datetime | None, using: str, worker: Wakeable | None = None) -> None:
@@ -200,7 +217,7 @@ def notify_on_commit(run_at: datetime | None, using: str, worker: Wakeable | Non
             if isinstance(func, PendingNotice) and func.worker is worker:
                 func.merge(run_at)
                 return
-    transaction.on_commit(PendingNotice(run_at, worker), using=using, robust=True)
+    transaction.on_commit(PendingNotice(run_at, worker, using), using=using, robust=True)
 
 
 class GroupListener:

@@ -239,10 +239,23 @@ class AsyncScheduler(_SchedulerBase):
         self._add_callback(name, callback)
 
     async def _run(self, operation: Callable[..., tuple[R, Change | None]], *args: Any) -> R:
-        # Django's sync thread runs in autocommit here: the step has committed when it returns.
-        result, change = await sync_to_async(operation)(*args)
+        result, change, send = await sync_to_async(self._step)(operation, *args)
         if change is not None:
             if self.worker is not None:
                 self.worker.update_schedule(change.run_at)
-            await notifications.asend_changed(change.run_at)
+            if send:
+                await notifications.asend_changed(change.run_at)
         return result
+
+    def _step(
+        self, operation: Callable[..., tuple[R, Change | None]], *args: Any
+    ) -> tuple[R, Change | None, bool]:
+        # Django's sync thread runs in autocommit here: the step has committed when it
+        # returns, so whether a worker needs the hint is read on the same thread, at once.
+        result, change = operation(*args)
+        using = self.datastore.using
+        return (
+            result,
+            change,
+            change is not None and notifications.hint_wanted(change.run_at, using),
+        )

@@ -315,8 +315,26 @@ def fake_worker() -> FakeWorker:
 
 
 @pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """The ``run_at`` hint of every group notification sent during the test, in order.
+def hungry_worker(db: None) -> Any:
+    """A registered worker that publishes no re-read time: every hint is sent to the group
+    (across processes, a hint no registered worker needs is not sent at all)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from django_taskshed.models import WorkerRecord
+
+    now = timezone.now()
+    return WorkerRecord.objects.create(
+        worker_id="hungry", hostname="test", pid=1, started_at=now, heartbeat_at=now,
+        expires_at=now + timedelta(hours=1),
+    )  # fmt: skip
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch, hungry_worker: Any) -> list[Any]:
+    """The ``run_at`` hint of every group notification sent during the test, in order, with
+    a registered worker that wants every hint (``hungry_worker``).
 
     Both schedulers reach the channel layer through ``notifications.asend_changed``.
     """

@@ -822,7 +822,7 @@ def notices(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, bool]]:
     """Each call of ``notifications.notify``: its hint, and whether a transaction was open."""
     calls: list[tuple[Any, bool]] = []
 
-    def record(run_at: Any, worker: Any = None) -> None:
+    def record(run_at: Any, worker: Any = None, using: Any = None) -> None:
         calls.append((run_at, connection.in_atomic_block))
 
     monkeypatch.setattr(notifications, "notify", record)
@@ -974,7 +974,7 @@ def test_an_action_reaches_the_channel_layer_group_once(admin_client, action):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_an_admin_save_reaches_the_channel_layer_group_once(admin_client):
+def test_an_admin_save_reaches_the_channel_layer_group_once(admin_client, hungry_worker):
     with group_member() as receive:
         admin_client.post(add_url(), form_data())
         message = receive()

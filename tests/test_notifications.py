@@ -432,7 +432,7 @@ def test_task_objects_with_a_run_at_django_accepts_sends_a_hint_workers_accept(
 
 
 @db
-async def test_each_async_scheduler_operation_sends_exactly_one_message(use_layer):
+async def test_each_async_scheduler_operation_sends_exactly_one_message(use_layer, hungry_worker):
     layer = use_layer()
     group = notifications.taskshed_settings.GROUP
     scheduler = AsyncScheduler()
@@ -460,7 +460,7 @@ async def test_each_async_scheduler_operation_sends_exactly_one_message(use_laye
 
 
 @db
-async def test_task_objects_and_sync_scheduler_messages_reach_the_group(use_layer):
+async def test_task_objects_and_sync_scheduler_messages_reach_the_group(use_layer, hungry_worker):
     layer = use_layer()
     async with Inbox(layer, notifications.taskshed_settings.GROUP) as inbox:
         await Task.objects.acreate(task_id="a", callback="note", run_at=T2)
@@ -473,7 +473,7 @@ async def test_task_objects_and_sync_scheduler_messages_reach_the_group(use_laye
 
 @db
 def test_a_sync_scheduler_change_rolled_back_sends_no_message_and_writes_nothing(
-    use_layer, layer_calls
+    use_layer, layer_calls, hungry_worker
 ):
     use_layer()
     scheduler = SyncScheduler()
@@ -560,7 +560,7 @@ def failing_layer(request: pytest.FixtureRequest, settings: Any, monkeypatch: py
 @db
 @pytest.mark.parametrize("sender", SENDERS, ids=SENDERS.keys())
 def test_a_failing_layer_never_raises_into_the_caller_nor_holds_it_up(
-    failing_layer, sender, caplog
+    failing_layer, sender, caplog, hungry_worker
 ):
     caplog.set_level(logging.WARNING, logger="django_taskshed.notifications")
     for attempt in range(2):  # the second send of an outage is bounded too

@@ -880,7 +880,7 @@ async def receive(layer, channel: str) -> dict:
 
 
 @db
-async def test_async_scheduler_message_reaches_the_group():
+async def test_async_scheduler_message_reaches_the_group(hungry_worker):
     layer = channel_layer()
     channel = await join_group(layer)
     try:
@@ -898,7 +898,7 @@ async def test_async_scheduler_message_reaches_the_group():
 
 
 @db
-def test_sync_scheduler_message_reaches_the_group():
+def test_sync_scheduler_message_reaches_the_group(hungry_worker):
     layer = channel_layer()
     channel = async_to_sync(join_group)(layer)
     try:

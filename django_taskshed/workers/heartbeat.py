@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 PRUNE_EVERY = 60.0  # seconds between two prunes of the run history by one worker
 PRUNE_BATCHES = 10  # statements of at most 1,000 rows each per prune: the heartbeat stays short
+BEAT_FIELDS = ("heartbeat_at", "expires_at", "running")
 
 
 class Heartbeat:
@@ -76,7 +77,11 @@ class Heartbeat:
         # Three missed beats (one lease) and this worker's row may be dropped by any other.
         self.record.expires_at = now + timedelta(seconds=self.lease_seconds)
         self.record.running = self.running()
-        self.record.save(using=self.using)
+        # Only the heartbeat's own fields: the worker's loop publishes ``rereads_at``. No row
+        # (dropped as expired): registered anew, with no re-read time (every hint is sent).
+        beat = {name: getattr(self.record, name) for name in BEAT_FIELDS}
+        if not WorkerRecord.objects.using(self.using).filter(pk=self.record.pk).update(**beat):
+            self.record.save(using=self.using)
         WorkerRecord.objects.using(self.using).filter(expires_at__lt=now).delete()
         self.prune_history(now)
 
