@@ -58,3 +58,24 @@ async def test_a_broken_heartbeat_connection_is_replaced_without_a_failed_beat(b
 
     assert beats[-1] is not broken
     assert "heartbeat of worker" not in caplog.text
+
+
+def test_a_beat_leaves_alone_the_row_of_a_worker_that_took_the_id_over(caplog):
+    """This process was stopped (SIGSTOP) past its lease and another took its id over: the
+    old heartbeat neither overwrites nor re-registers, and says so."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from django_taskshed.datastores import DjangoDataStore
+    from django_taskshed.models import WorkerRecord
+
+    now = timezone.now()
+    fields = {"hostname": "host-a", "heartbeat_at": now, "expires_at": now + timedelta(hours=1)}
+    mine = WorkerRecord(worker_id="w", pid=111, started_at=now - timedelta(minutes=5), **fields)
+    WorkerRecord.objects.create(worker_id="w", pid=222, started_at=now, running=7, **fields)
+    Heartbeat(mine, DjangoDataStore(USING), 60.0, list, lambda: 1).beat()
+
+    (stored,) = WorkerRecord.objects.all()
+    assert (stored.pid, stored.running, stored.heartbeat_at) == (222, 7, now)
+    assert "the id was taken over by host host-a, pid 222" in caplog.text

@@ -12,7 +12,8 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from django.db import connections
+from django.db import IntegrityError, connections, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from ..conf import taskshed_settings
@@ -20,6 +21,7 @@ from ..datastores import DjangoDataStore
 from ..datastores.runs import prune_runs, retention
 from ..models import WorkerRecord
 from .database_threads import call_reconnecting
+from .registration import own_row
 
 logger = logging.getLogger(__name__)
 
@@ -77,13 +79,31 @@ class Heartbeat:
         # Three missed beats (one lease) and this worker's row may be dropped by any other.
         self.record.expires_at = now + timedelta(seconds=self.lease_seconds)
         self.record.running = self.running()
-        # Only the heartbeat's own fields: the worker's loop publishes ``rereads_at``. No row
-        # (dropped as expired): registered anew, with no re-read time (every hint is sent).
+        # Only the heartbeat's own fields (the worker's loop publishes ``rereads_at``), and only
+        # of this worker's own row: not of one that took the id over while this process was
+        # stopped (SIGSTOP, a frozen VM) past its lease.
         beat = {name: getattr(self.record, name) for name in BEAT_FIELDS}
-        if not WorkerRecord.objects.using(self.using).filter(pk=self.record.pk).update(**beat):
-            self.record.save(using=self.using)
-        WorkerRecord.objects.using(self.using).filter(expires_at__lt=now).delete()
+        rows = WorkerRecord.objects.using(self.using)
+        if not rows.filter(**own_row(self.record)).update(**beat):
+            self.register_again(rows)
+        rows.filter(expires_at__lt=now).delete()
         self.prune_history(now)
+
+    def register_again(self, rows: "QuerySet[WorkerRecord]") -> None:
+        """This worker's row is gone (dropped as expired after missed beats): insert it again,
+        with no re-read time (every hint is sent). If another worker holds the id now, say so:
+        this one goes on running what it holds, its writes fenced by its claims."""
+        try:
+            with transaction.atomic(using=self.using):
+                self.record.save(using=self.using, force_insert=True)
+        except IntegrityError:
+            holder = rows.filter(pk=self.record.pk).first()
+            if holder is not None:
+                logger.error(
+                    "worker %s: the id was taken over by host %s, pid %s while this process "
+                    "(pid %s) missed its heartbeats; stop this one", self.record.pk,
+                    holder.hostname, holder.pid, self.record.pid,
+                )  # fmt: skip
 
     def prune_history(self, now: datetime) -> None:
         """At most once a minute: delete a few batches of runs past ``HISTORY_RETENTION``."""

@@ -9,6 +9,7 @@ import logging
 import os
 import socket
 import threading
+from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -57,9 +58,15 @@ def release(record: WorkerRecord, using: str) -> None:
     """Delete this worker's row (not that of a worker that took the id over since)."""
     with _lock:
         _registered_here.discard(record.worker_id)
-    WorkerRecord.objects.using(using).filter(
-        pk=record.pk, hostname=record.hostname, pid=record.pid, started_at=record.started_at
-    ).delete()
+    WorkerRecord.objects.using(using).filter(**own_row(record)).delete()
+
+
+def own_row(record: WorkerRecord) -> dict[str, Any]:
+    """The lookup of ``record``'s own row: its id, as registered by its process."""
+    return {
+        "pk": record.pk, "hostname": record.hostname, "pid": record.pid,
+        "started_at": record.started_at,
+    }  # fmt: skip
 
 
 def is_gone(holder: WorkerRecord) -> bool:
