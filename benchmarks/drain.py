@@ -158,7 +158,7 @@ class Drain:
         name = f"{self.target.alias}-{self.counter}"
         busy_before = wait_quiet(self.args.quiet_below, self.args.max_wait)
         self.empty_tables()
-        t0 = time.time() + self.args.lead + count * 20e-6 + workers * 0.5
+        t0 = time.time() + self.args.lead + count * 60e-6 + workers * 0.5
         self.insert(count, t0)
         if time.time() > t0 - 1.5 - workers * 0.5:
             raise RuntimeError("inserting took too long for --lead; raise --lead")
@@ -369,7 +369,7 @@ def parse_args(argv: list[str] | None) -> Any:
     parser.add_argument("--workers", default="1,4", help="worker counts, comma-separated (1,4)")
     what = "a worker configuration (repeatable); default: the default flags"
     parser.add_argument("--flags", action="append", help=what)
-    what = "s from planning to T0 (3), plus 20 µs a task and 0.5 s a worker"
+    what = "s from planning to T0 (3), plus 60 µs a task and 0.5 s a worker"
     parser.add_argument("--lead", type=float, default=3.0, help=what)
     what = "PostgreSQL: the task table's fillfactor for the runs (default: the migrations')"
     parser.add_argument("--fillfactor", type=int, help=what)
