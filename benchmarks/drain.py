@@ -306,7 +306,7 @@ def print_results(target: Target, configs: list[Config], count: int) -> None:
     print("-- server statistics of the task table, medians (HOT: heap-only tuple updates)")
     header = [
         "worker flags", "workers", "transactions", "tasks/transaction", "updates", "HOT updates",
-        "HOT %", "deletes", "due index scans",
+        "HOT %", "deletes", "due index scans", "entries read/scan",
     ]  # fmt: skip
     rows = []
     for c in configs:
@@ -315,9 +315,14 @@ def print_results(target: Target, configs: list[Config], count: int) -> None:
             [c.name, str(c.workers), f"{commits:,.0f}",
              f"{count / commits:,.1f}" if commits else "n/a", f"{updates:,.0f}", f"{hot:,.0f}",
              f"{100 * hot / updates:.1f}" if updates else "n/a", fmt(c.median("n_tup_del"), 0),
-             fmt(c.median("due_idx_scan"), 0)]
+             fmt(c.median("due_idx_scan"), 0),
+             _per(c.median("due_idx_tup_read"), c.median("due_idx_scan"))]
         )  # fmt: skip
     print_table(header, rows)
+
+
+def _per(total: float | None, count: float | None) -> str:
+    return f"{total / count:,.0f}" if total is not None and count else "n/a"
 
 
 def print_targets(results: list[tuple[Target, list[Config]]], count: int) -> None:
