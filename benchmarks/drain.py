@@ -16,14 +16,14 @@ Measured per run: wall = T0 to the last worker's stop (its ``atexit`` stamp, aft
 result was written); tasks/s = tasks / wall; the workers' CPU (utime + stime, all threads, from
 just before T0 to exit); the CPU of the workers' own PostgreSQL sessions (sampled from /proc)
 and of the whole server (other clients count there too); the task table's updates, how many of
-them were HOT, and deletes; each worker's peak resident memory (``ru_maxrss``).
+them were HOT, and deletes; each worker's peak resident memory (``VmHWM``, see ``PeakMemory``).
 
 No duplicate: the callback records the id of the task it runs (``current_run``), each worker
 writes them out, and the run fails unless there are exactly ``--tasks`` callback runs of
 ``--tasks`` distinct ids and no task is left.
 
 The peak memory part runs one worker with the default flags on ``--memory-small`` (1,000) and
-on ``--tasks`` due tasks, alternating, and compares the medians of ``ru_maxrss``.
+on ``--tasks`` due tasks, alternating, and compares the medians of their peaks.
 """
 
 from __future__ import annotations
@@ -33,8 +33,10 @@ import os
 import shlex
 import shutil
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -187,11 +189,13 @@ class Drain:
             ready_margin = t0 - max(proc.banner_at or t0 for proc in procs)
             time.sleep(max(0.0, t0 - 0.25 - time.time()))
             sessions = BackendSampler(pg.backend_pids(WORKER_APP_NAME)) if pg else None
+            memory = PeakMemory([proc.pid for proc in procs])
             activity_before = pg.activity() if pg else {}
             server_before = postgres_server_cpu() if pg else None
             cpu_before = [process_cpu(proc.pid) or 0.0 for proc in procs]
             machine_before, own_before = machine_cpu(), own_cpu()
             ended = [proc.wait4(timeout=max(300.0, count / 100)) for proc in procs]
+            peak_kb = memory.stop()
             machine_used, own_used = machine_cpu() - machine_before, own_cpu() - own_before
         except BaseException:
             for proc in procs:
@@ -224,7 +228,7 @@ class Drain:
             "distinct": len(set().union(*ids)),
             "recorded": sum(len(i) for i in ids),
             "left": count_tasks(self.target.alias),
-            "peak_rss_mb": max(u.ru_maxrss for _, u, _ in ended) / 1024,  # Linux: kB
+            "peak_rss_mb": peak_kb / 1024,
             "ready_margin": ready_margin,
             "busy_before": busy_before,
             "others": max(machine_used - used, 0.0) / (max(e for _, _, e in ended) - t0 + 0.25),
@@ -259,6 +263,38 @@ class Drain:
         what = f"{self.target.title}, saturated drain, one worker"
         throughput.print_profile(what, flags, run["rate"], out, count)
         throughput.print_sql(sql_path, count)
+
+
+class PeakMemory:
+    """The largest resident memory high-water mark (``VmHWM`` of /proc/<pid>/status, in kB)
+    of some processes, sampled until they exit: the last sample counts, as the mark only grows.
+
+    Not ``ru_maxrss`` from ``wait4``: Linux carries the RSS the process had before ``exec``
+    into it, so every worker would show at least this benchmark's own (~80 MB).
+    """
+
+    def __init__(self, pids: list[int], every: float = 0.02) -> None:
+        self.peaks = dict.fromkeys(pids, 0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
+        self._thread.start()
+
+    def _run(self, every: float) -> None:
+        while not self._stop.wait(every):
+            for pid in self.peaks:
+                try:
+                    status = Path(f"/proc/{pid}/status").read_text()
+                except OSError:
+                    continue
+                for line in status.splitlines():
+                    if line.startswith("VmHWM:"):
+                        self.peaks[pid] = max(self.peaks[pid], int(line.split()[1]))
+
+    def stop(self) -> int:
+        """The largest peak, kB."""
+        self._stop.set()
+        self._thread.join()
+        return max(self.peaks.values())
 
 
 def _read_json(path: str) -> dict[str, Any]:
