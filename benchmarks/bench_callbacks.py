@@ -8,6 +8,10 @@ variables; in the benchmark's own process they keep it in memory.
   (``exit`` is ``time.time()`` when the interpreter starts shutting down, i.e. after the
   worker has stopped: results written, leases released, worker unregistered).
 - ``TASKSHED_BENCH_LEDGER``: one line per ``lag`` call, ``kind due started`` (epoch seconds).
+- ``TASKSHED_BENCH_IDS``: a path; ``noop`` writes there the id of each task it runs (the
+  worker's ``current_run``), one a line, through a buffered file (nothing kept in memory, so
+  that a worker's peak memory does not grow with the tasks it ran): a check that no task ran
+  twice.
 - ``TASKSHED_BENCH_SQL``: a path; every SQL statement of every database connection opened after
   this module is imported (the worker imports it at start) is counted and timed (client-side
   wall time), and at exit the totals per statement shape are written there as JSON.
@@ -28,6 +32,7 @@ from typing import IO, Any
 STATS_ENV = "TASKSHED_BENCH_STATS"
 LEDGER_ENV = "TASKSHED_BENCH_LEDGER"
 SQL_ENV = "TASKSHED_BENCH_SQL"
+IDS_ENV = "TASKSHED_BENCH_IDS"
 
 
 class Calls:
@@ -35,6 +40,9 @@ class Calls:
     first: float | None = None
     last: float | None = None
 
+
+# Where ``noop`` writes the ids of the tasks it runs, when ``TASKSHED_BENCH_IDS`` is set.
+RUN_IDS: IO[str] | None = open(os.environ[IDS_ENV], "w") if os.environ.get(IDS_ENV) else None  # noqa: SIM115
 
 # (kind, due, started) of each ``lag`` call in this process, when no ledger file is set.
 LEDGER: list[tuple[str, float, float]] = []
@@ -48,6 +56,14 @@ async def noop(**kwargs: Any) -> None:
         Calls.first = now
     Calls.last = now
     Calls.count += 1
+    if RUN_IDS is not None:
+        RUN_IDS.write(_running_task_id() + "\n")
+
+
+def _running_task_id() -> str:
+    from django_taskshed.workers.current import current_run  # after Django's set-up
+
+    return current_run.get().claim.task_id
 
 
 async def lag(run_at: str, kind: str = "lag") -> None:
@@ -128,6 +144,8 @@ if os.environ.get(SQL_ENV):
 
 
 def _write_stats() -> None:
+    if RUN_IDS is not None:
+        RUN_IDS.close()
     if _sql_stats is not None:
         _sql_stats.write(os.environ[SQL_ENV])
     path = os.environ.get(STATS_ENV)

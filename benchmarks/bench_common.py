@@ -123,14 +123,16 @@ class PostgresTarget:
             ).fetchone()[0]
             row = conn.execute(
                 "SELECT coalesce(seq_scan, 0), coalesce(seq_tup_read, 0), coalesce(idx_scan, 0),"
-                " coalesce(idx_tup_fetch, 0) FROM pg_stat_user_tables WHERE relname = %s",
+                " coalesce(idx_tup_fetch, 0), n_tup_upd, n_tup_hot_upd, n_tup_del"
+                " FROM pg_stat_user_tables WHERE relname = %s",
                 [TABLE],
             ).fetchone()
             due_index = conn.execute(
                 "SELECT coalesce(idx_scan, 0), coalesce(idx_tup_read, 0)"
                 " FROM pg_stat_user_indexes WHERE indexrelname = 'taskshed_due_idx'"
             ).fetchone()
-        names = ("seq_scan", "seq_tup_read", "idx_scan", "idx_tup_fetch")
+        names = ("seq_scan", "seq_tup_read", "idx_scan", "idx_tup_fetch", "n_tup_upd",
+                 "n_tup_hot_upd", "n_tup_del")  # fmt: skip
         values = {"xact_commit": commits, **dict(zip(names, row, strict=True))}
         values["due_idx_scan"], values["due_idx_tup_read"] = due_index or (0, 0)
         return values

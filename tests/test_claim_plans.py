@@ -170,3 +170,24 @@ def test_claims_keep_the_claim_order_either_way():
     claims = store.claim_due_tasks("w", 6, 60)
     keys = [(-claim.priority, claim.run_at) for claim in claims]
     assert len(claims) == 6 and keys == sorted(keys)
+
+
+def test_a_claim_writes_no_index_entry_where_the_page_has_room():
+    """The claim changes only columns no index holds (nor any partial index's condition), so
+    PostgreSQL updates the rows in place (HOT) when their page has room: no index write."""
+    if connection.vendor != "postgresql":
+        pytest.skip("HOT updates are PostgreSQL's; SQLite and MySQL have no counterpart to check")
+    fill(due=20, future=10, priorities=(0,))  # one page, most of it free
+    table = connection.ops.quote_name(Task._meta.db_table)
+    counters = (
+        f"SELECT pg_stat_get_xact_tuples_updated('{table}'::regclass),"
+        f" pg_stat_get_xact_tuples_hot_updated('{table}'::regclass)"
+    )  # this transaction's own counts, with no wait for the statistics to be reported
+    with connection.cursor() as cursor:
+        cursor.execute(counters)
+        before = cursor.fetchone()
+        claims = DjangoDataStore().claim_due_tasks("w", 10, 60)
+        cursor.execute(counters)
+        updated, hot = (after - was for after, was in zip(cursor.fetchone(), before, strict=True))
+    assert len(claims) == 10
+    assert (updated, hot) == (10, 10)

@@ -69,3 +69,49 @@ def test_0007_migrates_both_ways_and_leaves_the_right_due_index():
     after = constraints()
     assert_new_due_index(after)
     assert after["taskshed_priority_range"]["check"] is True
+
+
+def postgresql_only():
+    if connection.vendor != "postgresql":
+        pytest.skip("migration 0010 changes PostgreSQL only (its LIKE indexes and fillfactor)")
+
+
+def like_indexes():
+    """The task table's indexes for LIKE queries (``varchar_pattern_ops``), by column."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT a.attname, i.relname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid"
+            " JOIN pg_opclass o ON o.oid = ANY(x.indclass) JOIN pg_attribute a"
+            " ON a.attrelid = x.indrelid AND a.attnum = ANY(x.indkey)"
+            " WHERE x.indrelid = %s::regclass AND o.opcname LIKE %s",
+            [Task._meta.db_table, "%pattern_ops"],
+        )
+        return dict(cursor.fetchall())
+
+
+def fillfactor():
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT reloptions FROM pg_class WHERE oid = %s::regclass", [Task._meta.db_table]
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db
+def test_the_task_table_has_no_like_index_and_room_for_in_place_updates():
+    postgresql_only()
+    assert like_indexes() == {}
+    assert fillfactor() == ["fillfactor=70"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_0010_migrates_both_ways():
+    postgresql_only()
+    call_command("migrate", "django_taskshed", "0008", verbosity=0)
+    try:
+        assert sorted(like_indexes()) == ["group_id", "task_id"]
+        assert fillfactor() is None
+    finally:
+        call_command("migrate", "django_taskshed", verbosity=0)
+    assert like_indexes() == {}
+    assert fillfactor() == ["fillfactor=70"]

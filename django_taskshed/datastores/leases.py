@@ -248,7 +248,7 @@ class LeaseOperations(TaskOperations):
         for outcome in by_id.values():
             if outcome.delete:
                 groups.setdefault(None, []).append(outcome)
-            elif outcome.changes.keys() <= hotpath.ARRAY_TYPES.keys():
+            elif outcome.changes.keys() <= hotpath.RESULT_TYPES.keys():
                 groups.setdefault(tuple(sorted(outcome.changes)), []).append(outcome)
         written: set[str] = set()
         # One statement needs no transaction (and no round trip to commit); several, or history

@@ -6,7 +6,6 @@ for every run would cost the worker more than the run itself.
 
 import asyncio
 import json
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -50,7 +49,8 @@ def run_row(
     return (
         claim.task_id, claim.callback, claim.group_id, claim.run_at, started, finished, kind,
         claim.attempts + 1, worker_id, changes.get("last_error", ""),
-        changes.get("last_traceback", ""), kept, omitted, 0, None, None, json.dumps(claim.kwargs),
+        changes.get("last_traceback", ""), kept, omitted, 0, None, None,
+        "{}" if claim.kwargs == {} else json.dumps(claim.kwargs),
     )  # fmt: skip
 
 
@@ -80,4 +80,4 @@ async def recorded(
             rows.append(
                 missed_row(claim, RunOutcome.COALESCED, missed, finished, worker_id, attempt)
             )
-    return replace(outcome, runs=tuple(rows))
+    return Outcome(outcome.claim, outcome.delete, outcome.changes, tuple(rows))

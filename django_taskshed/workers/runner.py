@@ -103,7 +103,7 @@ async def run_claim(
     await signals.asend(signals.task_started, **about)
     try:
         func = resolve(callbacks, claim)
-        if not inspect.iscoroutinefunction(func):
+        if not is_coroutine_function(func):
             sync_running.add(claim.task_id)
         value = await invoke(func, claim, timeout_of(claim), executor)
     except asyncio.CancelledError as exc:
@@ -243,6 +243,12 @@ def _misfit(func: Callable[..., Any], names: tuple[str, ...]) -> str | None:
     return None
 
 
+@lru_cache(maxsize=4096)
+def is_coroutine_function(func: Callable[..., Any]) -> bool:
+    """``inspect.iscoroutinefunction``, kept per callable (asked twice a run)."""
+    return inspect.iscoroutinefunction(func)
+
+
 def _call_sync(func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
     close_old_connections()
     try:
@@ -279,7 +285,7 @@ async def invoke(
     A sync callback cannot be interrupted: past its timeout it is reported as timed out
     once its thread has returned, so the task is never run twice at once.
     """
-    if inspect.iscoroutinefunction(func):
+    if is_coroutine_function(func):
         if timeout is None:
             return await _guarded(func(**claim.kwargs))
         try:
