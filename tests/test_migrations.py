@@ -107,7 +107,7 @@ def test_the_task_table_has_no_like_index_and_room_for_in_place_updates():
 @pytest.mark.django_db(transaction=True)
 def test_0010_migrates_both_ways():
     postgresql_only()
-    call_command("migrate", "django_taskshed", "0008", verbosity=0)
+    call_command("migrate", "django_taskshed", "0009", verbosity=0)
     try:
         assert sorted(like_indexes()) == ["group_id", "task_id"]
         assert fillfactor() is None

@@ -70,6 +70,6 @@ def backwards(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
 
 
 class Migration(migrations.Migration):
-    dependencies = [("django_taskshed", "0008_run_list_indexes")]
+    dependencies = [("django_taskshed", "0009_worker_rereads_at")]
 
     operations = [migrations.RunPython(forwards, backwards, elidable=False)]
