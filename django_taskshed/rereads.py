@@ -4,9 +4,9 @@ A worker publishes in its row (``WorkerRecord.rereads_at``) a time P and keeps a
 never sleeps past P, and before its first read of the schedule at or after P it replaces P
 (with its next time). So a sender that, after its commit, still sees P knows that the
 worker's next read after P's replacement starts after that commit, and comes by P: a task
-due at P or later is found without a hint. The sender skips the hint when every worker row
-promises so; a row without a time (a worker not publishing, or not yet), a hint without a
-time, or any doubt sends it.
+due at P or later is found without a hint. The sender skips the hint when there are worker
+rows and every one promises so; no row at all, a row without a time (a worker not publishing,
+or not yet), a hint without a time, or any doubt sends it.
 """
 
 import logging
@@ -35,7 +35,10 @@ def _statements(using: str) -> tuple[str, str]:
     """(the senders' test, the workers' publish) on the database ``using``."""
     quote = connections[using].ops.quote_name
     table, rereads = quote(WorkerRecord._meta.db_table), quote("rereads_at")
-    needed = f"SELECT 1 FROM {table} WHERE {rereads} IS NULL OR {rereads} > %s LIMIT 1"
+    needed = (
+        f"SELECT CASE WHEN EXISTS (SELECT 1 FROM {table} WHERE {rereads} IS NULL OR {rereads} "
+        f"> %s) OR NOT EXISTS (SELECT 1 FROM {table}) THEN 1 ELSE 0 END"
+    )
     publish = f"UPDATE {table} SET {rereads} = %s WHERE {quote('worker_id')} = %s"
     return needed, publish
 
@@ -49,8 +52,8 @@ def hint_needed(run_at: datetime | None, using: str) -> bool:
     """Whether a hint of a change committed on ``using`` may reach a worker that needs it.
 
     Call it after the commit: a worker row read then that promises a read by ``run_at``
-    makes the hint useless to that worker. No row at all: no worker to wake (a worker writes
-    its row before it first reads the schedule). Any error: True.
+    makes the hint useless to that worker. No row at all: sent (nothing promises anything;
+    a listener on the group that is not a worker gets every hint then). Any error: True.
     """
     if run_at is None or run_at < timezone.now() + timedelta(seconds=MIN_HORIZON):
         return True
@@ -58,7 +61,8 @@ def hint_needed(run_at: datetime | None, using: str) -> bool:
     try:
         with connection.cursor() as cursor:
             cursor.execute(_statements(using)[0], [_db_value(run_at, connection)])
-            return cursor.fetchone() is not None
+            (needed,) = cursor.fetchone()
+            return bool(needed)
     except DatabaseError:
         logger.debug("could not read the workers' re-read times; sending", exc_info=True)
         return True

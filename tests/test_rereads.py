@@ -46,8 +46,9 @@ def from_now(**delta: float) -> datetime:
 # --- the rule ----------------------------------------------------------------------------------
 
 
-def test_with_no_worker_registered_no_hint_is_needed():
-    assert not rereads.hint_needed(from_now(hours=1), USING)
+def test_with_no_worker_registered_the_hint_is_sent():
+    """Nothing promises a read: a listener on the group that is not a worker gets it."""
+    assert rereads.hint_needed(from_now(hours=1), USING)
 
 
 @pytest.mark.parametrize(
@@ -139,6 +140,7 @@ def test_senders_skip_the_group_only_for_hints_no_worker_needs(remote_layer, add
 def test_the_in_process_worker_is_woken_even_when_the_group_is_skipped(
     remote_layer, fake_worker, adder
 ):
+    register("w", from_now(minutes=10))
     far = from_now(hours=1)
     adder(far, fake_worker)
     assert (fake_worker.wakeups, remote_layer.sent) == ([far], [])
