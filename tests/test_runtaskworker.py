@@ -188,6 +188,8 @@ def test_recurring_tasks_run_each_occurrence_once_without_overlap(worker_procs):
     end = first + (occurrences - 0.5) * SECOND
     worker_procs.wait_until(lambda: timezone.now() >= end, 40, "the 20 s run")
     SyncScheduler().pause_tasks(group_id="rec")
+    # A loaded machine can pause late: the occurrences due before then may all have run.
+    due_before_pause = (timezone.now() - first) // SECOND + 1
     worker_procs.wait_until(
         lambda: not Task.objects.filter(lease_owner__isnull=False).exists(), 10, "runs to settle"
     )
@@ -206,8 +208,8 @@ def test_recurring_tasks_run_each_occurrence_once_without_overlap(worker_procs):
         # occurrence, so two such runs per task are allowed, no more.
         if late > 2:
             problems.append(f"{key}: {late} runs an interval or more late (or lost)")
-        if not 1 <= len(executions) <= occurrences:
-            problems.append(f"{key}: {len(executions)} runs for {occurrences} occurrences")
+        if not 1 <= len(executions) <= due_before_pause:
+            problems.append(f"{key}: {len(executions)} runs for {due_before_pause} occurrences")
     assert problems == []
     pids = {e.worker_pid for executions in runs.values() for e in executions}
     assert len(pids) > 1, "one worker ran everything: no contention tested"
