@@ -7,6 +7,8 @@ the threshold to one row, "statement" raises it above any batch here (on SQLite 
 both are the one statement path).
 """
 
+import os
+import weakref
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 from typing import Any
@@ -160,6 +162,27 @@ def test_postgresql_copies_a_large_batch_through_a_dropped_staging_table(store):
     with connection.cursor() as cursor:
         cursor.execute("SELECT to_regclass(%s)", [upserts.STAGING_TABLE])
         assert cursor.fetchone() == (None,)
+    assert Task.objects.count() == 150
+
+
+def test_without_the_temporary_privilege_a_large_batch_takes_the_statement(store, monkeypatch):
+    if not is_postgres_copy():
+        pytest.skip("COPY is PostgreSQL's, through psycopg 3")
+    monkeypatch.setattr(upserts, "_TEMPORARY_ALLOWED", weakref.WeakKeyDictionary())
+    role = f"taskshed_no_temp_{os.getpid()}"  # made and dropped in the test's transaction
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE ROLE {role}")
+        cursor.execute(
+            f'REVOKE TEMPORARY ON DATABASE "{connection.settings_dict["NAME"]}" FROM PUBLIC'
+        )
+        cursor.execute(f"GRANT ALL ON {Task._meta.db_table} TO {role}")
+        cursor.execute(f"SET ROLE {role}")
+        try:
+            with CaptureQueriesContext(connection) as queries:
+                store.write_tasks(big_batch())
+        finally:
+            cursor.execute("RESET ROLE")
+    assert not any("COPY" in q["sql"] for q in queries.captured_queries)
     assert Task.objects.count() == 150
 
 

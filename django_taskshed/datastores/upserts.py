@@ -3,6 +3,7 @@
 import functools
 import json
 import logging
+import weakref
 from typing import Any
 
 from django.db import DatabaseError, transaction
@@ -69,6 +70,8 @@ PG_STAGED_TYPES = tuple(
 # otherwise spend more time quoting names than the database spends on the row.
 _STATEMENTS: dict[tuple[str, str, bool, bool], str] = {}
 _STAGING: dict[bool, tuple[str, ...]] = {}  # PostgreSQL only
+# Whether the user of a PostgreSQL connection may create temporary tables, per driver connection.
+_TEMPORARY_ALLOWED: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
 
 
 def insert_sql(connection: BaseDatabaseWrapper, replace_existing: bool, returning: bool) -> str:
@@ -192,12 +195,21 @@ def insert_tasks(
 
 
 def can_copy(connection: BaseDatabaseWrapper) -> bool:
-    """PostgreSQL through psycopg 3, whose cursors COPY from Python rows."""
+    """PostgreSQL through psycopg 3 (whose cursors COPY from Python rows), for a user who may
+    create temporary tables (PostgreSQL grants it by default; asked once per connection)."""
     if connection.vendor != "postgresql":
         return False
     from django.db.backends.postgresql.psycopg_any import is_psycopg3
 
-    return is_psycopg3
+    if not is_psycopg3:
+        return False
+    connection.ensure_connection()
+    allowed = _TEMPORARY_ALLOWED.get(connection.connection)
+    if allowed is None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT has_database_privilege(current_database(), 'TEMPORARY')")
+            allowed = _TEMPORARY_ALLOWED[connection.connection] = bool(cursor.fetchone()[0])
+    return allowed
 
 
 def copy_tasks(
