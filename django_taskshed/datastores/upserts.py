@@ -54,10 +54,11 @@ PG_ARRAY_TYPES = (
 )  # fmt: skip
 DURATION_POSITIONS = (5, 11)
 # PostgreSQL on psycopg 3 writes a batch of at least this many rows with a binary COPY into a
-# temporary staging table and one INSERT ... SELECT from it, which takes a few µs of client
+# temporary staging table and one INSERT ... SELECT from it, which takes about 1 µs of client
 # CPU per row where the unnest arrays take tens (psycopg quotes them in Python); a smaller
-# batch takes the unnest statement, sparing the staging table's creation (~1 ms).
-COPY_AFTER_ROWS = 100
+# batch takes the unnest statement, sparing the staging table's CREATE and DROP (a few ms;
+# the two paths took the same time at 30 to 60 rows, benchmarks/schedule.py's machine).
+COPY_AFTER_ROWS = 50
 STAGING_TABLE = "pg_temp.taskshed_staging"
 # The staging table takes kwargs as text (the validated JSON), cast to jsonb by the INSERT.
 PG_STAGED_TYPES = tuple(
