@@ -7,7 +7,8 @@ Run from the repository root with the dev virtualenv::
 For each database it times ``AsyncScheduler.add_task`` (one await at a time) and
 ``AsyncScheduler.add_tasks`` (one call), and, in the same run and for the same rows, their floors:
 ``Task.objects.create()`` per row for single adds, and a raw driver ``executemany`` in one
-transaction (sqlite3 / psycopg, their own connection) for batches. Every figure is the median of
+transaction (sqlite3 / psycopg, their own connection) for batches; on PostgreSQL also psycopg's
+binary ``COPY`` of the same rows, the driver's fastest path. Every figure is the median of
 ``--runs`` runs, each on an emptied table. It configures Django itself (no settings module).
 """
 
@@ -56,10 +57,25 @@ RAW_LITERALS = {
     "on_nonexistent": "'shift'", "on_ambiguous": "'first'", "declared_in_code": "FALSE",
     "queue": "'default'", "priority": "0",
 }  # fmt: skip
-TARGETS = (  # (measured key, floor key, limit): the issue's acceptance targets, PostgreSQL only
-    ("add_tasks_large", "raw_large", 2.0),
-    ("add_task", "create", 1.5),
+# (issue, measured key, floor key, limit): the issues' acceptance targets, PostgreSQL only.
+TARGETS = (
+    ("#13", "add_task", "create", 1.2),
+    ("#13", "add_tasks_large", "raw_large", 1.2),
+    ("#2", "add_tasks_large", "raw_large", 2.0),
+    ("#2", "add_task", "create", 1.5),
 )
+# The COPY floor's columns (COPY takes no literals): RAW_COLUMNS' PostgreSQL types, then
+# RAW_LITERALS' as Python values with their types.
+COPY_TYPES = (
+    "text", "text", "jsonb", "timestamptz", "text", "text", "bool", "bool", "timestamptz",
+    "timestamptz",
+)  # fmt: skip
+COPY_CONSTANTS = {
+    "attempts": (0, "int4"), "last_error": ("", "text"), "last_traceback": ("", "text"),
+    "cron": ("", "text"), "timezone": ("", "text"), "on_nonexistent": ("shift", "text"),
+    "on_ambiguous": ("first", "text"), "declared_in_code": (False, "bool"),
+    "queue": ("default", "text"), "priority": (0, "int2"),
+}  # fmt: skip
 
 
 def make_rows(count: int) -> list[dict[str, Any]]:
@@ -96,7 +112,7 @@ class Bench:
     def __init__(self, target: Target, single: int, small: int, large: int) -> None:
         from django_taskshed.datastores import DjangoDataStore
         from django_taskshed.models import Task
-        from django_taskshed.schedulers import AsyncScheduler
+        from django_taskshed.schedulers import AsyncScheduler, SyncScheduler
 
         self.target = target
         self.sqlite = target.alias == "sqlite"
@@ -104,6 +120,7 @@ class Bench:
         self.Task = Task
         self.manager = Task.objects.using(target.alias)
         self.scheduler = AsyncScheduler(DjangoDataStore(using=target.alias))
+        self.sync_scheduler = SyncScheduler(DjangoDataStore(using=target.alias))
         d = target.driver
         # (key, rows, timer, label), in the order of one run; all but Task() write rows.
         self.operations: list[tuple[str, int, Callable[[int], float], str]] = [
@@ -114,9 +131,14 @@ class Bench:
             ("raw_small", small, self.time_raw, f"raw {d} executemany, 1 transaction"),
             ("add_tasks_large", large, self.time_add_tasks, "AsyncScheduler.add_tasks, 1 call"),
             ("raw_large", large, self.time_raw, f"raw {d} executemany, 1 transaction"),
+            *([] if self.sqlite else [
+                ("copy_large", large, self.time_copy, "raw psycopg binary COPY, 1 transaction"),
+            ]),
             ("bulk_create", large, self.time_bulk_create, "Task.objects.bulk_create(), sync"),
             ("create_signals", single, self.time_create_with_signals,
              "Task.objects.create(), sync, receivers on"),
+            ("add_task_sync", single, self.time_add_task_sync,
+             "SyncScheduler.add_task, 1 call each"),
             ("build", large, self.time_build, "Task(...) x rows, no database"),
         ]  # fmt: skip
         self.times: dict[str, list[float]] = {key: [] for key, *_ in self.operations}
@@ -155,6 +177,13 @@ class Bench:
                 await add_task(CALLBACK, **call)
 
         return timed_async(body)
+
+    def time_add_task_sync(self, count: int) -> float:
+        keys = ("run_at", "kwargs", "task_id", "group_id")
+        calls = [
+            {"callback": CALLBACK, **{key: row[key] for key in keys}} for row in make_rows(count)
+        ]
+        return timed_each(self.sync_scheduler.add_task, calls)
 
     def time_create(self, count: int) -> float:
         with receivers_muted(self.Task):
@@ -204,6 +233,35 @@ class Bench:
 
         return timed(body)
 
+    def time_copy(self, count: int) -> float:
+        """PostgreSQL: psycopg's binary COPY of the same rows into the task table in one
+        transaction (no conflict handling: COPY has none). Every column is sent, as COPY takes
+        no SQL literals; kwargs go as the JSON text, wrapped as jsonb outside the timed region."""
+        from psycopg.types.json import Jsonb
+
+        def as_text(text: str) -> str:
+            return text
+
+        now = datetime.now(dt_timezone.utc)
+        constants = tuple(value for value, _type in COPY_CONSTANTS.values())
+        rows = [
+            (r["task_id"], CALLBACK, Jsonb(json.dumps(r["kwargs"]), dumps=as_text), r["run_at"],
+             "once", r["group_id"], False, True, now, now, *constants)
+            for r in make_rows(count)
+        ]  # fmt: skip
+        columns = ", ".join(f'"{c}"' for c in (*RAW_COLUMNS, *COPY_CONSTANTS))
+        statement = f"COPY {TABLE} ({columns}) FROM STDIN (FORMAT BINARY)"
+        types = [*COPY_TYPES, *(kind for _value, kind in COPY_CONSTANTS.values())]
+        raw = self.raw
+
+        def body() -> None:
+            with raw.transaction(), raw.cursor() as cursor, cursor.copy(statement) as copy:
+                copy.set_types(types)
+                for row in rows:
+                    copy.write_row(row)
+
+        return timed(body)
+
     def time_bulk_create(self, count: int) -> float:
         tasks = [self.Task(**values) for values in make_rows(count)]
         return timed(lambda: self.manager.bulk_create(tasks))  # sends no signals
@@ -226,10 +284,11 @@ def print_header(runs: int, sizes: tuple[int, int, int], quick: bool) -> None:
     print(
         f"Medians of {runs} run(s){quick_note}. A run measures each operation once, in this\n"
         "order, rotated by one each run: add_task, create, acreate, add_tasks and executemany\n"
-        "(small), the same (large), bulk_create, Task(). Each write starts on an emptied table\n"
+        "(small), the same (large), COPY (large, PostgreSQL), bulk_create, create() with\n"
+        "receivers, SyncScheduler.add_task, Task(). Each write starts on an emptied table\n"
         "(DELETE on SQLite, TRUNCATE on PostgreSQL; not timed) and must leave exactly its rows.\n"
-        "Task instances (add_tasks, bulk_create) and the drivers' parameters (executemany) are\n"
-        "built outside the timed region.\n"
+        "Task instances (add_tasks, bulk_create) and the drivers' parameters (executemany,\n"
+        "COPY) are built outside the timed region.\n"
         "Async operations: asyncio.run() per run, only the awaits are timed; the ORM runs on\n"
         "asgiref's one sync thread.\n"
         "Channel layer: channels InMemoryChannelLayer; each AsyncScheduler call sends one\n"
@@ -251,25 +310,30 @@ def print_results(bench: Bench) -> None:
         "acreate": f"acreate() x{n['acreate']}",
         "raw_small": f"{driver} executemany({n['raw_small']})",
         "raw_large": f"{driver} executemany({n['raw_large']})",
+        "copy_large": f"psycopg COPY({n.get('copy_large', '')})",
     }
+    copy = "copy_large" in bench.times  # PostgreSQL
     layout = [
         ("measured", [("add_task", "create"), ("", "acreate"), ("add_tasks_small", "raw_small"),
-                      ("add_tasks_large", "raw_large")]),
+                      ("add_tasks_large", "raw_large"),
+                      *([("", "copy_large")] if copy else [])]),
         ("floors", [("create", None), ("acreate", None), ("raw_small", None),
-                    ("raw_large", None)]),
-        ("informational", [("bulk_create", "raw_large"), ("create_signals", "create"),
-                           ("build", None)]),
+                    ("raw_large", None), *([("copy_large", "raw_large")] if copy else [])]),
+        ("informational", [("add_task_sync", "create"), ("bulk_create", "raw_large"),
+                           ("create_signals", "create"), ("build", None)]),
     ]  # fmt: skip
     rows: list[list[str]] = []
     for section, lines in layout:
         rows.append([f"-- {section}"])
+        previous = ""
         for key, floor in lines:
             times = bench.times.get(key, [])
             cells = ["", "", "", ""] if not key else [
                 labels[key], n[key], f"{bench.median(key):.4f}",
                 f"{bench.median(key) / bench.rows(key) * 1e6:.1f}",
             ]  # fmt: skip
-            ratio = bench.median(key or "add_task") / bench.median(floor) if floor else None
+            previous = key or previous  # an empty key: the line above, against another floor
+            ratio = bench.median(previous) / bench.median(floor) if floor else None
             cells += [floors[floor] if floor else "", f"{ratio:.2f}x" if floor else ""]
             rows.append(cells + [f"{min(times):.4f}-{max(times):.4f}" if key else ""])
     header = ["operation", "rows", "median s", "per row µs", "floor", "ratio to floor", "min-max s"]
@@ -277,23 +341,32 @@ def print_results(bench: Bench) -> None:
 
 
 def print_targets(benches: dict[str, Bench], quick: bool) -> None:
-    print("\nTargets (issue #2, Acceptance; PostgreSQL, same run), from the medians above:")
+    print("\nTargets (issues #13 and #2, Acceptance; PostgreSQL, same run), from the medians"
+          " above:")  # fmt: skip
     bench = benches.get("postgres")
     if bench is None:
         print("  PostgreSQL was not measured (--database postgres or both): no verdict.")
         return
     names = {
         "add_tasks_large": f"add_tasks({bench.rows('add_tasks_large'):,})",
-        "add_task": f"add_task x{bench.rows('add_task'):,}",
+        "add_task": f"add_task x{bench.rows('add_task'):,} (AsyncScheduler, nobody listening)",
+        "add_task_sync": f"SyncScheduler.add_task x{bench.rows('add_task_sync'):,}",
         "raw_large": f"raw psycopg executemany({bench.rows('raw_large'):,})",
+        "copy_large": f"raw psycopg COPY({bench.rows('copy_large'):,})",
         "create": f"create() x{bench.rows('create'):,}",
+        "acreate": f"acreate() x{bench.rows('acreate'):,}, the async reference",
     }
-    for key, floor, limit in TARGETS:
+    for issue, key, floor, limit in TARGETS:
         ratio = bench.median(key) / bench.median(floor)
-        print(f"  {names[key]} <= {limit}x {names[floor]}: {ratio:.2f}x  {verdict(ratio <= limit)}")
-    ratio = bench.median("add_task") / bench.median("acreate")
-    print(f"  (no target) add_task x{bench.rows('add_task'):,} vs acreate() x"
-          f"{bench.rows('acreate'):,}, the async reference: {ratio:.2f}x")  # fmt: skip
+        print(f"  {issue}: {names[key]} <= {limit}x {names[floor]}: {ratio:.2f}x"
+              f"  {verdict(ratio <= limit)}")  # fmt: skip
+    for key, floor in (
+        ("add_tasks_large", "copy_large"),
+        ("add_task", "acreate"),
+        ("add_task_sync", "create"),
+    ):
+        ratio = bench.median(key) / bench.median(floor)
+        print(f"  (no target) {names[key]} vs {names[floor]}: {ratio:.2f}x")
     if quick:
         print("  (--quick: sizes are not the issue's; these verdicts are indicative only)")
 
@@ -301,13 +374,16 @@ def print_targets(benches: dict[str, Bench], quick: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser(__doc__, "both", "one run, sizes 50/50/500: a smoke run", quiet=False)
     parser.add_argument("--runs", type=int, help="runs per median (default 5)")
+    parser.add_argument(
+        "--pg-database", default=PG_DATABASE, help=f"PostgreSQL database (default {PG_DATABASE})"
+    )
     args = parser.parse_args(argv)
     fill_defaults(args, runs=(5, 1))
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     sizes = (50, 50, 500) if args.quick else (500, 500, 10_000)
     memory = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-    with session("adding tasks", args, PG_DATABASE, memory, sqlite_options={}) as (
+    with session("adding tasks", args, args.pg_database, memory, sqlite_options={}) as (
         targets,
         _,
     ):

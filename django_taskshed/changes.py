@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from .datastores import DjangoDataStore
+from .datastores.validation import TaskFields
 from .models import DEFAULT_QUEUE, Task, TaskExecutionTime, new_task_id
 
 
@@ -43,7 +44,7 @@ class Operations:
     def __init__(self, datastore: DjangoDataStore):
         self.datastore = datastore
 
-    def add_task(self, task: Task, replace_existing: bool) -> tuple[Task, Change]:
+    def add_task(self, task: Task | TaskFields, replace_existing: bool) -> tuple[Task, Change]:
         stored = self.datastore.write_task(task, replace_existing=replace_existing)
         return stored, Change(None if stored.paused else stored.run_at)
 
@@ -101,12 +102,12 @@ def new_task(
     coalesce: bool,
     cron: CronFields,
     routing: Routing = DEFAULT_ROUTING,
-) -> Task:
-    """The unsaved Task that ``add_task()`` arguments describe."""
-    return Task(
+) -> TaskFields:
+    """The task that ``add_task()`` arguments describe (validated when it is written)."""
+    return TaskFields(
         task_id=new_task_id() if task_id is None else task_id,
         callback=callback,
-        run_at=run_at,  # type: ignore[misc]  # None: validation makes it now
+        run_at=run_at,  # None: validation makes it now
         kwargs={} if kwargs is None else kwargs,
         run_type=run_type,
         interval=interval,

@@ -1,6 +1,6 @@
 """AsyncScheduler and SyncScheduler: TaskShed's scheduling API over the Task table."""
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -152,6 +152,13 @@ class AsyncScheduler(_SchedulerBase):
             ``add_callback()``.
     """
 
+    def __init__(self, datastore: DjangoDataStore | None = None, *, worker: Any = None):
+        super().__init__(datastore, worker=worker)
+        # One wrapper for every call: building it costs a share of each hop.
+        self._hop: Callable[..., Awaitable[tuple[Any, Change | None, bool]]] = sync_to_async(
+            self._step
+        )
+
     async def start(self) -> None:
         """Mark the scheduler started; calling it again does nothing."""
         self.started = True
@@ -239,7 +246,8 @@ class AsyncScheduler(_SchedulerBase):
         self._add_callback(name, callback)
 
     async def _run(self, operation: Callable[..., tuple[R, Change | None]], *args: Any) -> R:
-        result, change, send = await sync_to_async(self._step)(operation, *args)
+        result: R
+        result, change, send = await self._hop(operation, *args)
         if change is not None:
             if self.worker is not None:
                 self.worker.update_schedule(change.run_at)

@@ -15,7 +15,7 @@ from ..models import ID_MAX_LENGTH, Task, TaskExecutionTime, TaskQuerySet
 from . import upserts
 from .paused import skip_paused_occurrences
 from .transactions import writing
-from .validation import aware_utc, check_identifier, task_row
+from .validation import TaskFields, aware_utc, check_identifier, task_row
 
 T = TypeVar("T")
 CHUNK = 5000
@@ -43,13 +43,13 @@ def selector(task_ids: Iterable[str] | None, group_id: str | None) -> list[Q]:
     return [Q(pk__in=part) for part in chunks(list(task_ids))]
 
 
-def validated_rows(tasks: Iterable[Task]) -> list[tuple[Any, ...]]:
+def validated_rows(tasks: Iterable[Task | TaskFields]) -> list[tuple[Any, ...]]:
     """Stored rows of unsaved tasks, or InvalidTaskError naming the first bad one."""
     now = timezone.now()
     max_bytes = taskshed_settings.KWARGS_MAX_BYTES
     rows = []
     for task in tasks:
-        if not isinstance(task, Task):
+        if not isinstance(task, (Task, TaskFields)):
             raise InvalidTaskError(f"expected an unsaved Task, got {type(task).__name__}")
         rows.append(task_row(task, now, max_bytes))
     seen: set[str] = set()
@@ -97,7 +97,7 @@ class TaskOperations:
         earliest: datetime = min(row[3] for row in rows)
         return earliest
 
-    def write_task(self, task: Task, *, replace_existing: bool = True) -> Task:
+    def write_task(self, task: Task | TaskFields, *, replace_existing: bool = True) -> Task:
         """Write one task and return it as stored (the existing row if not replaced)."""
         (row,) = validated_rows([task])
         kept = upserts.insert_task(connections[self.using], row, replace_existing)

@@ -1,6 +1,7 @@
 """Checks a task definition and brings it to its stored form, or names what is wrong."""
 
 import json
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 from typing import Any
@@ -22,6 +23,35 @@ from ..models import (
 )
 
 RUN_TYPES = frozenset(RunType.values)
+RECURRING, CRON = RunType.RECURRING.value, RunType.CRON.value
+UTC = dt_timezone.utc
+# json.dumps(kwargs, allow_nan=False, separators=(",", ":")) without a new encoder per call.
+_to_json = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
+
+
+@dataclass(slots=True)
+class TaskFields:
+    """A task to add as ``add_task()``'s arguments describe it: the fields validation reads
+    from an unsaved Task, without building one (a model instance costs more than its checks)."""
+
+    task_id: Any
+    callback: Any
+    run_at: Any
+    kwargs: Any
+    run_type: Any
+    interval: Any
+    group_id: Any
+    paused: Any
+    coalesce: Any
+    cron: Any
+    timezone: Any
+    on_nonexistent: Any
+    on_ambiguous: Any
+    queue: Any
+    priority: Any
+    max_retries: Any = None
+    timeout: Any = None
+    declared_in_code: Any = False
 
 
 def aware_utc(value: Any, *, task_id: str | None = None, field: str = "run_at") -> datetime:
@@ -30,9 +60,11 @@ def aware_utc(value: Any, *, task_id: str | None = None, field: str = "run_at") 
         raise InvalidTaskError(
             f"{field} must be a datetime, not {type(value).__name__}", task_id=task_id, field=field
         )
+    if value.tzinfo is UTC:
+        return value
     if value.tzinfo is None or value.utcoffset() is None:
         value = timezone.make_aware(value, timezone.get_current_timezone())
-    utc: datetime = value.astimezone(dt_timezone.utc)
+    utc: datetime = value.astimezone(UTC)
     return utc
 
 
@@ -83,7 +115,7 @@ def kwargs_to_json(kwargs: Any, task_id: str | None = None, max_bytes: int | Non
                 f"kwargs keys must be strings, got {key!r}", task_id=task_id, field="kwargs"
             )
     try:
-        text = json.dumps(kwargs, allow_nan=False, separators=(",", ":"))
+        text = _to_json(kwargs)
     except (TypeError, ValueError) as exc:
         raise InvalidTaskError(
             f"kwargs {_offending_key(kwargs)} is not JSON-serialisable ({exc})",
@@ -121,29 +153,27 @@ def check_schedule(task: Any, task_id: str | None) -> None:
             task_id=task_id,
             field="run_type",
         )
-    if run_type == RunType.RECURRING and (
-        not isinstance(interval, timedelta) or interval <= timedelta(0)
-    ):
+    if run_type == RECURRING and (not isinstance(interval, timedelta) or interval <= timedelta(0)):
         raise InvalidTaskError(
             f"a recurring task needs a positive timedelta interval, got {interval!r}",
             task_id=task_id,
             field="interval",
         )
-    if run_type != RunType.RECURRING and interval is not None:
+    if run_type != RECURRING and interval is not None:
         raise InvalidTaskError(
             f"interval is only for recurring tasks (this one is {run_type!r}); pass "
             "run_type='recurring', or leave interval out",
             task_id=task_id,
             field="interval",
         )
-    if run_type != RunType.CRON and cron_text:
+    if run_type != CRON and cron_text:
         raise InvalidTaskError(
             f"a cron expression is only for cron tasks (this one is {run_type!r}); pass "
             "run_type='cron'",
             task_id=task_id,
             field="cron",
         )
-    if run_type == RunType.CRON:
+    if run_type == CRON:
         check_cron(task, task_id)
 
 
