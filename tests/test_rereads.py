@@ -208,6 +208,15 @@ async def test_a_worker_never_sleeps_past_its_promise():
     assert claims.alarm.deadline == claims.promise - timedelta(seconds=CLAIM_AHEAD)
 
 
+async def test_a_full_worker_past_its_promise_waits_for_a_slot_without_spinning():
+    """It reads nothing until a slot frees (its next claim renews the promise first)."""
+    claims = claims_with(FakeThread(), 5.0)
+    claims.promise = from_now(seconds=-1)
+    claims.alarm.ring()
+    await claims.sleep(0)
+    assert claims.alarm.deadline >= from_now(seconds=4.9)
+
+
 async def test_a_worker_that_polls_more_often_than_the_horizon_publishes_nothing():
     thread = FakeThread()
     claims = claims_with(thread, rereads.MIN_HORIZON / 2)

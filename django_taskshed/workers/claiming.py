@@ -81,9 +81,12 @@ class Claims:
 
     async def sleep(self, free_slots: int) -> None:
         """Sleep until the earliest free task is due (when a slot is free), a hint or the poll."""
-        poll_at = timezone.now() + timedelta(seconds=self.options.poll_interval)
-        if self.promise is not None:
-            poll_at = min(poll_at, self._renew_at())
+        now = timezone.now()
+        poll_at = now + timedelta(seconds=self.options.poll_interval)
+        # Not past the promise; one already come is renewed by the next claim (a worker with
+        # no free slot claims nothing: it waits for a slot, without spinning).
+        if self.promise is not None and (renew_at := self._renew_at()) > now:
+            poll_at = min(poll_at, renew_at)
         deadline = poll_at
         if free_slots > 0:
             free_at = self.datastore.next_free_run_at  # of a task in this worker's queues
