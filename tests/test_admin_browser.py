@@ -71,7 +71,7 @@ class AdminSession:
         Without this, a lookup right after the click can still find elements of the old page
         (the changelist and the delete confirmation page both have a form in ``#content``).
         """
-        from selenium.common.exceptions import StaleElementReferenceException
+        from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
         from selenium.webdriver.common.by import By
 
         page = self.driver.find_element(By.TAG_NAME, "html")
@@ -82,6 +82,11 @@ class AdminSession:
                 page.is_enabled()
             except StaleElementReferenceException:
                 return True
+            except WebDriverException as exc:
+                # Chromium may say so in other words while the old document is torn down.
+                if "does not belong to the document" in str(exc):
+                    return True
+                raise
             return False
 
         self.wait_until(left, timeout, what)

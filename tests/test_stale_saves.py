@@ -272,6 +272,7 @@ def test_the_admin_refuses_a_form_of_a_task_deleted_since(admin_client):
 # --- the race, in this process -------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a real-time race: once per database (tests/chaos has it in processes)
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.timeout(60)
 async def test_stale_saves_racing_a_recurring_task_never_rerun_an_occurrence(caplog):

@@ -402,7 +402,14 @@ async def test_one_bad_task_in_ten_thousand_writes_nothing(scheduler, sent, case
     assert caught.value.task_id == bad_id
     assert await table() == before
     assert sent == []
-    # The same batch without the bad task goes in whole.
+
+
+@db
+async def test_after_a_refused_batch_the_same_batch_without_its_bad_task_goes_in_whole(
+    scheduler, sent
+):
+    with pytest.raises(InvalidTaskError):
+        await scheduler.add_tasks(batch(10_000, bad_index=7_000, bad={"run_type": "hourly"}))
     await scheduler.add_tasks(batch(10_000))
     assert await Task.objects.filter(group_id="batch").acount() == 10_000
     assert len(sent) == 1
