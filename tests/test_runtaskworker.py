@@ -322,7 +322,7 @@ def test_sigterm_exits_past_a_sync_callback_whose_lease_then_lapses(worker_procs
         "sync-1", "--poll-interval", str(poll), "--lease", str(lease),
         "--shutdown-timeout", str(shutdown_timeout),
     )  # fmt: skip
-    add_once("sleep_sync", ["sync-task"], seconds=10)
+    add_once("sleep_sync", ["sync-task"], seconds=5)
     # The lapsed lease counts as an attempt (the exit cut the callback short): one retry.
     Task.objects.filter(pk="sync-task").update(max_retries=1)
     worker_procs.wait_until(lambda: started(["sync-task"], first.pid), 20, "the callback")
