@@ -108,15 +108,10 @@ def _database_from_env() -> dict:
 def _tune_database(database: dict) -> dict:
     engine = database["ENGINE"]
     options = database.setdefault("OPTIONS", {})
-    # The suite commits thousands of times and never crashes the server or the machine: no
-    # commit waits for its write to reach the disk (what a crash of the OS alone could lose).
     if engine.endswith("sqlite3"):
         # Worker subprocesses write to the same file: wait for locks instead of failing.
         options.setdefault("timeout", 20)
         options.setdefault("transaction_mode", "IMMEDIATE")
-        options.setdefault("init_command", "PRAGMA synchronous = OFF")
-    elif engine.endswith("postgresql"):
-        options.setdefault("options", "-c synchronous_commit=off")
     elif engine.endswith("mysql"):
         try:  # PyMySQL stands in for mysqlclient, which needs C headers to build.
             import pymysql
