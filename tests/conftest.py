@@ -108,13 +108,31 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the slow tests last, in their order, after pytest-django has ordered the rest.
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the slow tests last, in their order, after pytest-django has ordered the rest;
+    with ``TASKSHED_SLOW_SHARE=K/N`` only the K-th of N shares of them.
 
-    tox runs several envs at once (scripts/test); the envs without the slow tests have
-    finished by then, so the real-time tests share the machine with less else.
+    tox runs several envs at once (scripts/test), and each database's slow tests run once:
+    the two envs of one database each take a share (tox.ini). The shares are dealt round
+    the slow tests in their order, so each gets some of every file.
     """
     items.sort(key=lambda item: item.get_closest_marker("slow") is not None)
+    share = os.environ.get("TASKSHED_SLOW_SHARE")
+    if not share:
+        return
+    try:
+        k, n = (int(part) for part in share.split("/"))
+        if not 1 <= k <= n:
+            raise ValueError
+    except ValueError:
+        raise pytest.UsageError(
+            f"TASKSHED_SLOW_SHARE must be K/N with 1 <= K <= N, not {share!r}"
+        ) from None
+    slow = [item for item in items if item.get_closest_marker("slow") is not None]
+    others = {id(item) for i, item in enumerate(slow) if i % n != k - 1}
+    if others:
+        config.hook.pytest_deselected(items=[item for item in items if id(item) in others])
+        items[:] = [item for item in items if id(item) not in others]
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -155,7 +173,72 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return lines
 
 
+def _postgresql_flushes_small_tables_with_delete() -> None:
+    """After each transactional test Django empties the tables with one ``TRUNCATE``: on
+    PostgreSQL that makes new files for each table and index, about 55 ms here, where a
+    ``DELETE`` of a test's few rows takes 2. Most of this suite's tests are transactional
+    (async tests reach the database from another thread), so tables that a test left small
+    are emptied with ``DELETE``; a table that took many rows (a plan test's 200,000), or a
+    flush that resets sequences, still gets Django's ``TRUNCATE``, which also drops the dead
+    rows. The taskshed tables have no foreign keys, and Django's are deferred, so the order
+    of the deletes does not matter."""
+    from django.conf import settings
+
+    if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+        return
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    truncate = DatabaseOperations.sql_flush
+
+    def sql_flush(self, style, tables, *, reset_sequences=False, allow_cascade=False):  # noqa: ANN001, ANN202
+        flush = partial(truncate, self, style, reset_sequences=reset_sequences)
+        if reset_sequences or not tables:
+            return flush(tables, allow_cascade=allow_cascade)
+        with self.connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT relname FROM pg_stat_user_tables WHERE relname = ANY(%s) "
+                "AND n_live_tup + n_dead_tup > %s",
+                [list(tables), BIG_TABLE_ROWS],
+            )
+            big = {name for (name,) in cursor.fetchall()}
+        small = [name for name in tables if name not in big]
+        statements = [f"DELETE FROM {self.quote_name(name)};" for name in small]
+        return statements + (flush(sorted(big), allow_cascade=allow_cascade) if big else [])
+
+    DatabaseOperations.sql_flush = sql_flush
+
+
+BIG_TABLE_ROWS = 5000  # a flush truncates a table with more rows, live or dead
+
+
+def _test_setup_skips_the_declared_schedules_sync() -> None:
+    """A transactional test with ``available_apps`` starts with Django sending
+    ``post_migrate``, whose receiver here syncs the schedules declared in code: about 20 ms
+    of queries for each of some 600 tests an environment, for nothing, since the suite's
+    settings declare none and the table was just emptied. The sync on ``migrate`` (and on
+    ``flush``) is tested where it happens (tests/test_declared.py)."""
+    from django.apps import apps
+    from django.db.models.signals import post_migrate
+    from django.test import TransactionTestCase
+
+    from django_taskshed import receivers
+
+    pre_setup = TransactionTestCase._pre_setup.__func__
+
+    def _pre_setup(cls: type[TransactionTestCase]) -> None:
+        sender = apps.get_app_config("django_taskshed")
+        post_migrate.disconnect(receivers.sync_declared_schedules, sender=sender)
+        try:
+            pre_setup(cls)
+        finally:
+            post_migrate.connect(receivers.sync_declared_schedules, sender=sender)
+
+    TransactionTestCase._pre_setup = classmethod(_pre_setup)
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
+    _postgresql_flushes_small_tables_with_delete()
+    _test_setup_skips_the_declared_schedules_sync()
     missing = [s for s in session.config.stash[services_key] if s.error is not None]
     if missing and _services_required():
         details = "; ".join(f"{s.name} at {s.url}: {s.error}" for s in missing)
