@@ -1,6 +1,7 @@
 """Run history: one ``TaskRun`` row per attempt, written with the worker's results."""
 
 import asyncio
+import json
 import time
 from datetime import timedelta
 
@@ -35,11 +36,19 @@ async def boom():
     raise ZeroDivisionError("boom")
 
 
+async def meddle(items, options):
+    """Changes the arguments it was given (the history keeps them as they were claimed)."""
+    items.append("added by the callback")
+    options["seen"] = True
+
+
 async def slow():
     await asyncio.sleep(5)
 
 
-CALLBACKS = {"ok": ok, "big": big, "opaque": opaque, "boom": boom, "slow": slow}
+CALLBACKS = {
+    "ok": ok, "big": big, "opaque": opaque, "boom": boom, "slow": slow, "meddle": meddle,
+}  # fmt: skip
 
 
 async def runs_of(task_id: str) -> list[TaskRun]:
@@ -94,6 +103,29 @@ async def test_each_outcome_is_one_row_with_its_fields(settings):
             None,
             True,
         )
+
+
+async def test_a_run_keeps_the_kwargs_it_was_claimed_with():
+    """The row's kwargs are the claim's JSON text (not encoded again after the run), so what
+    a callback does to its arguments is not recorded as what it was called with."""
+    kwargs = {"items": [1, "two", {"three": 3.5}], "options": {"é": None, "nested": [True]}}
+    await drain(task("meddle", "meddle", kwargs=kwargs), count=1)
+    (run,) = await runs_of("meddle")
+    assert (run.outcome, run.kwargs) == ("succeeded", kwargs)
+
+
+def test_a_claim_carries_the_kwargs_json_text_the_history_keeps():
+    """On the single-statement claim (PostgreSQL, SQLite) the claim keeps the text it read;
+    MySQL's claim encodes the kwargs it read."""
+    kwargs = {"b": [1, 2], "a": "x"}
+    SyncScheduler().add_task("ok", timezone.now(), kwargs=kwargs, task_id="text")
+    SyncScheduler().add_task("ok", timezone.now(), task_id="empty")
+    claims = {c.task_id: c for c in DjangoDataStore().claim_due_tasks("w", 10, 30)}
+    assert set(claims) == {"text", "empty"}
+    claim = claims["text"]
+    assert json.loads(claim.kwargs_json) == kwargs
+    assert json.loads(claim.stored_kwargs) == claim.kwargs == kwargs
+    assert json.loads(claims["empty"].stored_kwargs) == {}
 
 
 async def test_retries_are_rows_of_their_own(settings):

@@ -119,7 +119,8 @@ def claim(
     lease_expires_at: datetime,
 ) -> list[dict[str, Any]]:
     """Run ``claim_statement``: the claimed rows as dicts of ``columns``, converted as the ORM
-    would, in the claim's order (highest priority, then earliest)."""
+    would, in the claim's order (highest priority, then earliest); with ``kwargs`` among the
+    columns, each dict also holds ``kwargs_json``, their JSON text as read."""
     connection = connections[picked.db]
     statement, params = claim_statement(picked, columns, worker_id, token, lease_expires_at)
     with connection.cursor() as cursor:
@@ -133,13 +134,17 @@ def claim(
         )
         if fns or name in utc
     ]
+    text_at = columns.index("kwargs") if "kwargs" in columns else None
     claimed = []
     for row in rows:
         values = list(row)
         for i, fns, expression in converters:
             for convert in fns:
                 values[i] = convert(values[i], expression, connection)
-        claimed.append(dict(zip(columns, values, strict=True)))
+        found = dict(zip(columns, values, strict=True))
+        if text_at is not None and isinstance(row[text_at], str):
+            found["kwargs_json"] = row[text_at]  # the JSON text, before its converter
+        claimed.append(found)
     claimed.sort(key=lambda values: (-values["priority"], values["run_at"]))
     return claimed
 

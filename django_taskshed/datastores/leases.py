@@ -5,6 +5,7 @@ Each operation is one transactional step, run by the worker on a database thread
 on PostgreSQL results are written one statement per kind (``hotpath``).
 """
 
+import json
 import logging
 import uuid
 from collections.abc import Collection, Iterable
@@ -57,6 +58,18 @@ class ClaimedTask:
     priority: int
     abandoned_by: str | None  # the worker that died holding the lease before this claim
     claim_token: str
+    # ``kwargs`` as claimed, as JSON text, for the run history: on PostgreSQL and SQLite the
+    # text the claim read (encoding them again would cost a worker more than a no-op run).
+    kwargs_json: str | None = None
+
+    @property
+    def stored_kwargs(self) -> str:
+        """``kwargs`` as JSON text, as the run history keeps them."""
+        return _json_text(self.kwargs) if self.kwargs_json is None else self.kwargs_json
+
+
+def _json_text(kwargs: dict[str, Any]) -> str:
+    return "{}" if kwargs == {} else json.dumps(kwargs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +118,8 @@ class LeaseOperations(TaskOperations):
             rows = hotpath.claim(picked, CLAIM_FIELDS, worker_id, token, expires)
         else:
             rows = self._claim_in_transaction(due, limit, worker_id, token, expires)
+            for row in rows:  # encoded now, before a callback can change them
+                row["kwargs_json"] = _json_text(row["kwargs"])
         claims = [ClaimedTask(claim_token=token, **row) for row in rows]
         if taskshed_settings.HISTORY and any(claim.abandoned_by for claim in claims):
             self._record_abandoned(claims, now)
@@ -140,7 +155,7 @@ class LeaseOperations(TaskOperations):
         """The ``abandoned`` rows of the attempts this claim took over; a failure is logged."""
         rows = [
             runs_sql.abandoned_row(
-                claim, claim.run_at, claim.attempts, claim.abandoned_by, now, claim.kwargs
+                claim, claim.run_at, claim.attempts, claim.abandoned_by, now, claim.stored_kwargs
             )
             for claim in claims
             if claim.abandoned_by

@@ -1,7 +1,6 @@
 """Writing run history rows (one statement per batch, no model instances on the hot path),
 and pruning old ones in small batches."""
 
-import json
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -62,15 +61,15 @@ def abandoned_row(
     attempt: int,
     dead_worker: str,
     found_at: datetime,
-    kwargs: dict[str, Any],
+    kwargs: str,
 ) -> tuple[Any, ...]:
     """The row of an attempt whose worker died holding its lease, found when the task was
-    claimed again."""
+    claimed again (``kwargs`` as JSON text)."""
     error = f"the lease of worker {dead_worker} expired before its run ended"
     return (
         task.task_id, task.callback, task.group_id, scheduled_for, found_at, found_at,
         RunOutcome.ABANDONED.value, attempt, dead_worker, error, "", None, False, 0, None, None,
-        json.dumps(kwargs),
+        kwargs,
     )  # fmt: skip
 
 

@@ -35,7 +35,7 @@ def callback_for(task: Any) -> Callable[..., Any]:
         async def run_async(args: list[Any], kwargs: dict[str, Any], task_options: Any) -> Any:
             if not task.takes_context and unobserved():
                 try:
-                    return compat.normalize_json(await task.func(*args, **kwargs))
+                    return _json(await task.func(*args, **kwargs))
                 except BaseException as exc:
                     if not released(exc):
                         _failed(await aresult_of(task, Payload(args, kwargs, task_options)), exc)
@@ -57,7 +57,7 @@ def callback_for(task: Any) -> Callable[..., Any]:
     def run(args: list[Any], kwargs: dict[str, Any], task_options: Any) -> Any:
         if not task.takes_context and unobserved():
             try:
-                return compat.normalize_json(task.func(*args, **kwargs))
+                return _json(task.func(*args, **kwargs))
             except BaseException as exc:
                 _failed(result_of(task, Payload(args, kwargs, task_options)), exc)
                 raise
@@ -71,6 +71,12 @@ def callback_for(task: Any) -> Callable[..., Any]:
         return _finished(result, value)
 
     return run
+
+
+def _json(value: Any) -> Any:
+    """``value`` through Django's ``normalize_json`` (which fails the run with ``TypeError``
+    if JSON cannot hold it); most tasks return None."""
+    return None if value is None else compat.normalize_json(value)
 
 
 def released(exc: BaseException) -> bool:

@@ -49,8 +49,7 @@ def run_row(
     return (
         claim.task_id, claim.callback, claim.group_id, claim.run_at, started, finished, kind,
         claim.attempts + 1, worker_id, changes.get("last_error", ""),
-        changes.get("last_traceback", ""), kept, omitted, 0, None, None,
-        "{}" if claim.kwargs == {} else json.dumps(claim.kwargs),
+        changes.get("last_traceback", ""), kept, omitted, 0, None, None, claim.stored_kwargs,
     )  # fmt: skip
 
 
