@@ -110,29 +110,33 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Run the slow tests last, in their order, after pytest-django has ordered the rest;
-    with ``TASKSHED_SLOW_SHARE=K/N`` only the K-th of N shares of them.
+    with ``TASKSHED_SLOW_TESTS`` only some of them.
 
     tox runs several envs at once (scripts/test), and each database's slow tests run once:
-    the two envs of one database each take a share (tox.ini). The shares are dealt round
-    the slow tests in their order, so each gets some of every file.
+    where a database has two envs, one runs the slow tests of some files and the other the
+    rest (tox.ini): ``TASKSHED_SLOW_TESTS="only PATH,..."`` or ``"except PATH,..."``, PATH a
+    test file or directory as pytest names it (``tests/chaos/``).
     """
     items.sort(key=lambda item: item.get_closest_marker("slow") is not None)
-    share = os.environ.get("TASKSHED_SLOW_SHARE")
-    if not share:
+    rule = os.environ.get("TASKSHED_SLOW_TESTS", "").strip()
+    if not rule:
         return
-    try:
-        k, n = (int(part) for part in share.split("/"))
-        if not 1 <= k <= n:
-            raise ValueError
-    except ValueError:
+    mode, _, paths = rule.partition(" ")
+    prefixes = tuple(path.strip() for path in paths.split(",") if path.strip())
+    if mode not in ("only", "except") or not prefixes:
         raise pytest.UsageError(
-            f"TASKSHED_SLOW_SHARE must be K/N with 1 <= K <= N, not {share!r}"
-        ) from None
-    slow = [item for item in items if item.get_closest_marker("slow") is not None]
-    others = {id(item) for i, item in enumerate(slow) if i % n != k - 1}
-    if others:
-        config.hook.pytest_deselected(items=[item for item in items if id(item) in others])
-        items[:] = [item for item in items if id(item) not in others]
+            f"TASKSHED_SLOW_TESTS must be 'only PATH,...' or 'except PATH,...', not {rule!r}"
+        )
+    leave_out = [
+        item
+        for item in items
+        if item.get_closest_marker("slow") is not None
+        and item.nodeid.startswith(prefixes) == (mode == "except")
+    ]
+    if leave_out:
+        config.hook.pytest_deselected(items=leave_out)
+        left = {id(item) for item in leave_out}
+        items[:] = [item for item in items if id(item) not in left]
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -178,10 +182,11 @@ def _postgresql_flushes_small_tables_with_delete() -> None:
     PostgreSQL that makes new files for each table and index, about 55 ms here, where a
     ``DELETE`` of a test's few rows takes 2. Most of this suite's tests are transactional
     (async tests reach the database from another thread), so tables that a test left small
-    are emptied with ``DELETE``; a table that took many rows (a plan test's 200,000), or a
-    flush that resets sequences, still gets Django's ``TRUNCATE``, which also drops the dead
-    rows. The taskshed tables have no foreign keys, and Django's are deferred, so the order
-    of the deletes does not matter."""
+    are emptied with ``DELETE``. When one of them took many rows, live or dead (a plan test's
+    200,000, or the permissions that flushes of every app delete and make again), or when a
+    flush resets sequences, Django's ``TRUNCATE`` of them all runs instead, which also drops
+    the dead rows. Django's foreign keys are deferred, so the order of the deletes does not
+    matter."""
     from django.conf import settings
 
     if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
@@ -200,10 +205,9 @@ def _postgresql_flushes_small_tables_with_delete() -> None:
                 "AND n_live_tup + n_dead_tup > %s",
                 [list(tables), BIG_TABLE_ROWS],
             )
-            big = {name for (name,) in cursor.fetchall()}
-        small = [name for name in tables if name not in big]
-        statements = [f"DELETE FROM {self.quote_name(name)};" for name in small]
-        return statements + (flush(sorted(big), allow_cascade=allow_cascade) if big else [])
+            if cursor.fetchall():  # then all of them, as one TRUNCATE (foreign keys)
+                return flush(tables, allow_cascade=allow_cascade)
+        return [f"DELETE FROM {self.quote_name(name)};" for name in tables]
 
     DatabaseOperations.sql_flush = sql_flush
 

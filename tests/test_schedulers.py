@@ -18,6 +18,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from django_taskshed.datastores import DjangoDataStore
+from django_taskshed.datastores import tasks as tasks_module
 from django_taskshed.exceptions import InvalidTaskError, TaskshedError
 from django_taskshed.models import Task, TaskExecutionTime
 from django_taskshed.notifications import (
@@ -37,7 +38,7 @@ T1 = datetime(2030, 1, 15, 9, 0, tzinfo=UTC)
 T2 = datetime(2030, 1, 15, 10, 0, tzinfo=UTC)
 T3 = datetime(2030, 1, 15, 11, 0, tzinfo=UTC)
 T4 = datetime(2030, 1, 15, 12, 0, tzinfo=UTC)
-CHUNK = 5000  # DjangoDataStore's id-list chunk size: long lists must cross it
+SMALL_CHUNK = 100  # the id-list chunk size these tests set: long lists must cross it
 
 # Async tests reach the database from another thread, so they cannot run inside the test's
 # transaction; flushing only this app's tables after each keeps them fast on PostgreSQL.
@@ -580,8 +581,11 @@ async def test_remove_tasks_by_group(scheduler):
 
 
 @db
-async def test_long_id_lists_fetch_pause_resume_and_remove_every_task(scheduler):
-    count = CHUNK + 1001
+async def test_long_id_lists_fetch_pause_resume_and_remove_every_task(scheduler, monkeypatch):
+    """Across chunks of ids, with a small chunk size (tests/test_datastores.py crosses the real
+    one, against the database's parameter limits)."""
+    monkeypatch.setattr(tasks_module, "CHUNK", SMALL_CHUNK)
+    count = 2 * SMALL_CHUNK + 37
     # Ids in one order, run_at in the opposite one: ordering must follow run_at across chunks.
     await seed(*(row(f"t{i:05d}", T1 - timedelta(seconds=i)) for i in range(count)))
     ids = [f"t{i:05d}" for i in range(count)]

@@ -21,7 +21,9 @@ T = TypeVar("T")
 CHUNK = 5000
 
 
-def chunks(items: list[T], size: int = CHUNK) -> Iterator[list[T]]:
+def chunks(items: list[T], size: int | None = None) -> Iterator[list[T]]:
+    """``items`` in lists of ``size`` (default ``CHUNK``, read at each call)."""
+    size = size or CHUNK
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
