@@ -157,3 +157,24 @@ def test_settings_are_read_when_used():
     assert taskshed_settings.POLL_INTERVAL == DEFAULTS["POLL_INTERVAL"]
     with pytest.raises(AttributeError, match="NO_SUCH_SETTING"):
         taskshed_settings.NO_SUCH_SETTING  # noqa: B018
+
+
+def test_taskshed_settings_see_every_way_of_changing_them(settings):
+    """The worker reads some settings at every run through a shortcut into what Django's
+    settings object keeps: overrides, assignments and changes in place must all show."""
+    from django.conf import settings as django_settings
+
+    settings.TASKSHED = {"POLL_INTERVAL": 2.0}
+    assert taskshed_settings.POLL_INTERVAL == 2.0
+    assert taskshed_settings.BATCH_SIZE == DEFAULTS["BATCH_SIZE"]
+    django_settings.TASKSHED["POLL_INTERVAL"] = 3.0  # in place
+    assert taskshed_settings.POLL_INTERVAL == 3.0
+    with override_settings(TASKSHED={"BATCH_SIZE": 7}):
+        assert (taskshed_settings.BATCH_SIZE, taskshed_settings.POLL_INTERVAL) == (7, 5.0)
+    assert (taskshed_settings.BATCH_SIZE, taskshed_settings.POLL_INTERVAL) == (100, 3.0)
+    django_settings.TASKSHED = {"HISTORY": False}  # assigned (into the fixture's override)
+    assert (taskshed_settings.HISTORY, taskshed_settings.POLL_INTERVAL) == (False, 5.0)
+    del django_settings.TASKSHED
+    assert taskshed_settings.HISTORY is True
+    with pytest.raises(AttributeError, match="unknown TASKSHED setting 'NOPE'"):
+        taskshed_settings.NOPE  # noqa: B018
