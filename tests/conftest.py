@@ -109,15 +109,19 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Run the slow tests last, in their order, after pytest-django has ordered the rest;
-    with ``TASKSHED_SLOW_TESTS`` only some of them.
+    """Run the heavy tests first and the other slow tests last, in their order, after
+    pytest-django has ordered the rest; with ``TASKSHED_SLOW_TESTS`` only some of them.
+
+    A heavy test runs alone among the slow tests of every env (``pytest_runtest_protocol``):
+    first in its env, it meets only the other envs' heavy tests, not their slow ones, which
+    come last, when they overlap with each other and with the non-slow tests.
 
     tox runs several envs at once (scripts/test), and each database's slow tests run once:
     where a database has two envs, one runs the slow tests of some files and the other the
     rest (tox.ini): ``TASKSHED_SLOW_TESTS="only PATH,..."`` or ``"except PATH,..."``, PATH a
     test file or directory as pytest names it (``tests/chaos/``).
     """
-    items.sort(key=lambda item: item.get_closest_marker("slow") is not None)
+    items.sort(key=_run_order)
     rule = os.environ.get("TASKSHED_SLOW_TESTS", "").strip()
     if not rule:
         return
@@ -137,6 +141,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         config.hook.pytest_deselected(items=leave_out)
         left = {id(item) for item in leave_out}
         items[:] = [item for item in items if id(item) not in left]
+
+
+def _run_order(item: pytest.Item) -> int:
+    if item.get_closest_marker("heavy") is not None:
+        return 0
+    return 2 if item.get_closest_marker("slow") is not None else 1
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
