@@ -73,6 +73,28 @@ def test_run_after_priority_and_queue_are_the_rows():
     assert again.task == task and again.status == Status.READY
 
 
+def test_a_row_keeps_only_the_options_that_are_not_the_usual_ones():
+    """Each claim and history row copies the payload: the usual options are left out, and a
+    row written with all of them (by an earlier version) reads the same."""
+    plain = djtasks.add.enqueue(1, 2)
+    stored = Task.objects.get(pk=plain.id).kwargs
+    enqueued_at = plain.enqueued_at.isoformat()
+    assert stored == {"args": [1, 2], "kwargs": {}, "task_options": {"enqueued_at": enqueued_at}}
+    later = timezone.now() + timedelta(hours=1)
+    special = djtasks.add.using(run_after=later, priority=-5, queue_name="reports").enqueue(3, 4)
+    options = Task.objects.get(pk=special.id).kwargs["task_options"]
+    assert options == {
+        "enqueued_at": special.enqueued_at.isoformat(), "queue_name": "reports", "priority": -5,
+        "run_after": later.isoformat(),
+    }  # fmt: skip
+    full = {"backend": "default", "queue_name": "default", "priority": 0, "run_after": None}
+    Task.objects.filter(pk=plain.id).update(
+        kwargs={"args": [1, 2], "kwargs": {}, "task_options": {**stored["task_options"], **full}}
+    )
+    assert djtasks.add.get_result(plain.id) == plain
+    assert djtasks.add.get_result(special.id) == special
+
+
 @pytest.mark.parametrize(
     ("args", "kwargs", "message"),
     [
