@@ -116,12 +116,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     first in its env, it meets only the other envs' heavy tests, not their slow ones, which
     come last, when they overlap with each other and with the non-slow tests.
 
+    With ``TASKSHED_DATABASE_TESTS_ONLY`` set, the tests that cannot reach the database are
+    left out (py311-django52-mysql: py311-django52-postgres runs them on the same Python and
+    Django).
+
     tox runs several envs at once (scripts/test), and each database's slow tests run once:
     where a database has two envs, one runs the slow tests of some files and the other the
     rest (tox.ini): ``TASKSHED_SLOW_TESTS="only PATH,..."`` or ``"except PATH,..."``, PATH a
     test file or directory as pytest names it (``tests/chaos/``).
     """
     items.sort(key=_run_order)
+    if os.environ.get("TASKSHED_DATABASE_TESTS_ONLY"):
+        _leave_out(config, items, [item for item in items if not _uses_database(item)])
     rule = os.environ.get("TASKSHED_SLOW_TESTS", "").strip()
     if not rule:
         return
@@ -137,10 +143,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if item.get_closest_marker("slow") is not None
         and item.nodeid.startswith(prefixes) == (mode == "except")
     ]
+    _leave_out(config, items, leave_out)
+
+
+def _leave_out(
+    config: pytest.Config, items: list[pytest.Item], leave_out: list[pytest.Item]
+) -> None:
     if leave_out:
         config.hook.pytest_deselected(items=leave_out)
         left = {id(item) for item in leave_out}
         items[:] = [item for item in items if id(item) not in left]
+
+
+DATABASE_FIXTURES = frozenset(
+    ("db", "transactional_db", "django_db_reset_sequences", "django_db_serialized_rollback",
+     "live_server", "admin_client", "admin_user", "django_user_model")
+)  # fmt: skip
+
+
+def _uses_database(item: pytest.Item) -> bool:
+    """Whether a test may reach the database: pytest-django refuses it to the others."""
+    if item.get_closest_marker("django_db") or item.get_closest_marker("slow"):
+        return True
+    return bool(DATABASE_FIXTURES & set(getattr(item, "fixturenames", ())))
 
 
 def _run_order(item: pytest.Item) -> int:

@@ -164,8 +164,8 @@ def finished_by(key: str, pid: int) -> bool:
 
 @pytest.mark.timeout(120)
 def test_recurring_tasks_run_each_occurrence_once_without_overlap(worker_procs):
-    """50 tasks every second for 20 s across 3 workers, each run taking 0.3 s."""
-    tasks, occurrences = 50, 20
+    """30 tasks every second for 20 s across 3 workers, each run taking 0.3 s."""
+    tasks, occurrences = 30, 20
     processes = worker_procs.start_many(
         ["rec-a", "rec-b", "rec-c"], "--poll-interval", "0.25", "--concurrency", "20"
     )

@@ -7,6 +7,7 @@ Figures (connection counts, recovery times, exit codes) are printed: ``pytest -s
 import asyncio
 import signal
 import time
+from collections import Counter
 from datetime import datetime, timedelta
 
 import pytest
@@ -14,7 +15,7 @@ from asgiref.sync import SyncToAsync
 from django.db import connections
 from django.utils import timezone
 
-from django_taskshed.models import Task, WorkerRecord
+from django_taskshed.models import RunOutcome, Task, TaskRun, WorkerRecord
 from django_taskshed.schedulers import AsyncScheduler, SyncScheduler
 from tests.testapp.models import Execution
 
@@ -23,6 +24,9 @@ from .faults import RedisServer, backends, runs_per_key, terminate, wait_for, wo
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 
 BEAT = 0.2  # --lease 0.6: the heartbeat beats every 0.2 s
+
+
+ATTEMPTS = (RunOutcome.SUCCEEDED, RunOutcome.FAILED, RunOutcome.TIMED_OUT, RunOutcome.ABANDONED)
 
 
 def add_once(callbacks: list[str], keys: list[str], run_at: list[datetime] | None = None) -> None:
@@ -92,19 +96,37 @@ def test_terminated_backends_lose_no_task_and_sigterm_still_exits_0(worker_procs
     worker.send(signal.SIGTERM)
     exit_code = worker.wait(15)
     runs = runs_per_key("term-")
+    # A callback whose own ledger INSERT was cut off may have committed it and still failed
+    # (the commit can come before the termination reaches the client): that attempt failed,
+    # so the task was retried, by its policy. The worker's guarantee is about attempts: each
+    # task succeeds once, and no ledger row comes without an attempt of its own.
+    attempts = Counter(
+        TaskRun.objects.filter(task_id__in=keys, outcome__in=ATTEMPTS).values_list(
+            "task_id", flat=True
+        )
+    )
+    succeeded = Counter(
+        TaskRun.objects.filter(task_id__in=keys, outcome=RunOutcome.SUCCEEDED).values_list(
+            "task_id", flat=True
+        )
+    )
+    retried = sorted(key for key, n in runs.items() if n > 1)
 
     print(
         f"\n[chaos] terminated {killed} backends under load and {idle_killed} idle; "
         f"{len(lateness)} tasks due after the first termination, latest started "
         f"{max(lateness):.3f} s after its run_at; exit code {exit_code}; "
-        f"{count - len(runs)} lost, {sum(n - 1 for n in runs.values())} duplicates"
+        f"{count - len(runs)} lost; {len(retried)} ran again after a failed attempt "
+        f"({sum(attempts.values()) - count} attempts failed)"
     )
     assert killed >= 3 and idle_killed >= 3
     assert exit_code == 0, worker.describe()
     assert "unregistering failed" not in worker.stderr()
     assert not WorkerRecord.objects.filter(pk=name).exists()
     assert len(runs) == count, "tasks lost"
-    assert set(runs.values()) == {1}, "tasks ran twice"
+    assert all(succeeded[key] == 1 for key in keys), "a task did not succeed exactly once"
+    twice = [key for key in keys if runs[key] > attempts[key]]
+    assert not twice, f"ran more often than attempted (a double run): {twice}"
     assert lateness and max(lateness) < 2.0, "claims did not resume within 2 s"
 
 
