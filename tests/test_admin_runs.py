@@ -230,6 +230,7 @@ def assert_no_scan(sql: str, plan: str) -> None:
         assert f"Seq Scan on {RUN_TABLE}" not in plan, f"{sql}\n{plan}"
 
 
+@pytest.mark.slow  # 200,000 rows: once per database (PostgreSQL only)
 def test_run_list_queries_use_an_index(admin_client, many_runs):
     """Every page of ``PAGES`` on one table of runs (filling it is most of the test's time)."""
     for page, (query, index) in PAGES.items():
@@ -259,6 +260,7 @@ RARE_VALUES = [
 ]
 
 
+@pytest.mark.slow  # 200,000 rows: once per database (PostgreSQL only)
 def test_run_list_filtered_on_a_rare_value_uses_an_index(admin_client, many_runs):
     for query in RARE_VALUES:
         for sql, plan in plans_of(admin_client, run_list_url(**query)):

@@ -274,6 +274,7 @@ def test_bulk_selectors_issue_one_statement_per_chunk(store, django_assert_max_n
         assert store.delete_tasks(all_ids) == 1000
 
 
+@pytest.mark.slow  # 10,001 rows against the database's parameter limits: once per database
 def test_long_id_lists_cross_the_chunk_size(store):
     count = 2 * CHUNK + 1
     seed(*(row(f"t{i:05d}") for i in range(count)))

@@ -498,6 +498,7 @@ async def test_heartbeat_renews_the_lease_of_a_long_task(blocking):
 # --- claims ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # many seconds of racing claims: once per database
 def test_claim_never_hands_a_task_to_two_claimers():
     SyncScheduler().add_tasks([Task(callback="x", task_id=f"t{n:04}") for n in range(600)])
     claimed: dict[str, list[str]] = {}
