@@ -59,7 +59,8 @@ class ClaimedTask:
     abandoned_by: str | None  # the worker that died holding the lease before this claim
     claim_token: str
     # ``kwargs`` as claimed, as JSON text, for the run history: on PostgreSQL and SQLite the
-    # text the claim read (encoding them again would cost a worker more than a no-op run).
+    # text the claim read (encoding them again would cost a worker more than a no-op run),
+    # elsewhere encoded by the claim.
     kwargs_json: str | None = None
 
     @property
@@ -118,7 +119,8 @@ class LeaseOperations(TaskOperations):
             rows = hotpath.claim(picked, CLAIM_FIELDS, worker_id, token, expires)
         else:
             rows = self._claim_in_transaction(due, limit, worker_id, token, expires)
-            for row in rows:  # encoded now, before a callback can change them
+        for row in rows:
+            if "kwargs_json" not in row:  # no text read: encoded now, before a callback runs
                 row["kwargs_json"] = _json_text(row["kwargs"])
         claims = [ClaimedTask(claim_token=token, **row) for row in rows]
         if taskshed_settings.HISTORY and any(claim.abandoned_by for claim in claims):
