@@ -288,7 +288,8 @@ def test_sigterm_cancels_async_callbacks_past_the_timeout_and_another_worker_run
         "--shutdown-timeout", str(shutdown_timeout),
     )  # fmt: skip
     keys = [f"grace-{n}" for n in range(3)]
-    add_once("sleep", keys, seconds=4)
+    # Long enough to outlast the second worker's start on a loaded machine (4 s did not).
+    add_once("sleep", keys, seconds=8)
     worker_procs.wait_until(lambda: started(keys, first.pid) == 3, 20, "three callbacks")
     second = worker_procs.start("grace-2", "--poll-interval", str(poll), "--lease", "30")
     assert second.banner().endswith(" 0 task(s) due")  # the first worker holds all three
@@ -299,7 +300,7 @@ def test_sigterm_cancels_async_callbacks_past_the_timeout_and_another_worker_run
     exited = timezone.now()
 
     assert (exited - signaled).total_seconds() < shutdown_timeout + 5
-    worker_procs.wait_until(no_tasks_left, 20, "the second worker to run the tasks")
+    worker_procs.wait_until(no_tasks_left, 30, "the second worker to run the tasks")
     assert stop(second) == [0]
     cancelled = Execution.objects.filter(key__in=keys, worker_pid=first.pid)
     assert set(cancelled.values_list("finished_at", flat=True)) == {None}
