@@ -9,7 +9,6 @@ push wake-up; its result is read from that row while it exists, then from the ru
 """
 
 import json
-import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -22,7 +21,7 @@ from .datastores import DjangoDataStore
 from .models import Task
 from .schedulers import AsyncScheduler, SyncScheduler
 from .tasks_framework import compat, loaded
-from .tasks_framework.payload import Payload
+from .tasks_framework.payload import Payload, new_result_id
 from .tasks_framework.results import task_result
 
 OPTION_NAMES = ("DATABASE", "MAX_RETRIES", "TIMEOUT")
@@ -82,11 +81,11 @@ class TaskShedBackend(compat.BaseTaskBackend):  # type: ignore[misc]
     def _prepare(self, task: Any, args: Any, kwargs: Any) -> tuple[Task, Any]:
         args, kwargs = json_arguments(task, list(args), dict(kwargs))
         now = timezone.now()
-        result_id = str(uuid.uuid4())
+        new_id = new_result_id(now)
         row = Task(
-            task_id=result_id,
+            task_id=new_id,
             callback=task.module_path,
-            kwargs=Payload.stored(args, kwargs, task, now),
+            kwargs=Payload.stored(args, kwargs, task),
             run_at=task.run_after or now,
             queue=task.queue_name,
             priority=task.priority,
@@ -94,7 +93,7 @@ class TaskShedBackend(compat.BaseTaskBackend):  # type: ignore[misc]
             timeout=_seconds(self.options.get("TIMEOUT")),
         )
         result = compat.TaskResult(
-            task=task, id=result_id, status=compat.TaskResultStatus.READY, enqueued_at=now,
+            task=task, id=new_id, status=compat.TaskResultStatus.READY, enqueued_at=now,
             started_at=None, finished_at=None, last_attempted_at=None, args=args, kwargs=kwargs,
             backend=self.alias, errors=[], worker_ids=[],
         )  # fmt: skip

@@ -4,7 +4,8 @@ In-process workers here; real ``runtaskworker`` processes at the end (marked slo
 
 import logging
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 
 import pytest
 from django.conf import settings
@@ -74,25 +75,58 @@ def test_run_after_priority_and_queue_are_the_rows():
 
 
 def test_a_row_keeps_only_the_options_that_are_not_the_usual_ones():
-    """Each claim and history row copies the payload: the usual options are left out, and a
-    row written with all of them (by an earlier version) reads the same."""
+    """Each claim and history row copies the payload: the usual options are left out, the
+    enqueue time is told by the id, and a row written with all of them and its enqueue time
+    (by an earlier version) reads the same."""
     plain = djtasks.add.enqueue(1, 2)
     stored = Task.objects.get(pk=plain.id).kwargs
-    enqueued_at = plain.enqueued_at.isoformat()
-    assert stored == {"args": [1, 2], "kwargs": {}, "task_options": {"enqueued_at": enqueued_at}}
+    assert stored == {"args": [1, 2], "kwargs": {}}
     later = timezone.now() + timedelta(hours=1)
     special = djtasks.add.using(run_after=later, priority=-5, queue_name="reports").enqueue(3, 4)
     options = Task.objects.get(pk=special.id).kwargs["task_options"]
-    assert options == {
-        "enqueued_at": special.enqueued_at.isoformat(), "queue_name": "reports", "priority": -5,
-        "run_after": later.isoformat(),
-    }  # fmt: skip
-    full = {"backend": "default", "queue_name": "default", "priority": 0, "run_after": None}
-    Task.objects.filter(pk=plain.id).update(
-        kwargs={"args": [1, 2], "kwargs": {}, "task_options": {**stored["task_options"], **full}}
-    )
+    assert options == {"queue_name": "reports", "priority": -5, "run_after": later.isoformat()}
     assert djtasks.add.get_result(plain.id) == plain
     assert djtasks.add.get_result(special.id) == special
+    full = {"backend": "default", "queue_name": "default", "priority": 0, "run_after": None}
+    earlier = timezone.now() - timedelta(days=3)
+    Task.objects.filter(pk=plain.id).update(
+        kwargs={**stored, "task_options": {**full, "enqueued_at": earlier.isoformat()}}
+    )
+    assert djtasks.add.get_result(plain.id).enqueued_at == earlier
+
+
+def test_a_result_id_is_a_uuid7_that_tells_its_enqueue_time_to_the_microsecond():
+    import uuid
+
+    from django_taskshed.tasks_framework.payload import enqueued_at_of, new_result_id
+
+    moments = [
+        datetime(2026, 11, 29, 21, 40, 41, 123456, tzinfo=dt_timezone.utc),
+        datetime(2026, 11, 29, 21, 40, 41, 123999, tzinfo=dt_timezone.utc),
+        datetime(2026, 11, 29, 21, 40, 41, 124000, tzinfo=dt_timezone.utc),
+        datetime(1970, 1, 1, tzinfo=dt_timezone.utc),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=dt_timezone.utc),
+    ]
+    ids = [new_result_id(moment) for moment in moments]
+    assert [uuid.UUID(i).version for i in ids] == [7] * 5
+    assert [uuid.UUID(i).variant for i in ids] == [uuid.RFC_4122] * 5
+    assert [enqueued_at_of(i) for i in ids] == moments
+    assert sorted(ids[:3]) == ids[:3]  # ids sort by enqueue time
+    assert len({new_result_id(moments[0]) for _ in range(100)}) == 100
+    # another zone: the same moment
+    east = moments[0].astimezone(dt_timezone(timedelta(hours=5, minutes=30)))
+    assert enqueued_at_of(new_result_id(east)) == moments[0]
+    # ids this backend did not make tell nothing
+    assert enqueued_at_of(str(uuid.uuid4())) is None
+    assert enqueued_at_of("stranger") is None
+
+
+@override_settings(USE_TZ=False)
+def test_a_result_id_tells_a_naive_enqueue_time_without_time_zones():
+    from django_taskshed.tasks_framework.payload import enqueued_at_of, new_result_id
+
+    naive = datetime(2026, 11, 29, 21, 40, 41, 5)
+    assert enqueued_at_of(new_result_id(naive)) == naive
 
 
 @pytest.mark.parametrize(

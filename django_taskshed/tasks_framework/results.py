@@ -56,7 +56,7 @@ def task_result(result_id: str, using: str) -> Any:
         ),
         id=result_id,
         status=status,
-        enqueued_at=payload.enqueued_at,
+        enqueued_at=payload.enqueued_at(result_id),
         started_at=runs[0].started_at if runs else None,
         finished_at=finished_at,
         last_attempted_at=runs[-1].started_at if runs else None,

@@ -32,15 +32,18 @@ def callback_for(task: Any) -> Callable[..., Any]:
     """The callable a worker runs for ``task``: a coroutine function for an async task."""
     if iscoroutinefunction(task.func):
 
-        async def run_async(args: list[Any], kwargs: dict[str, Any], task_options: Any) -> Any:
+        async def run_async(
+            args: list[Any], kwargs: dict[str, Any], task_options: Any = None
+        ) -> Any:
             if not task.takes_context and unobserved():
                 try:
                     return _json(await task.func(*args, **kwargs))
                 except BaseException as exc:
                     if not released(exc):
-                        _failed(await aresult_of(task, Payload(args, kwargs, task_options)), exc)
+                        payload = Payload(args, kwargs, task_options or {})
+                        _failed(await aresult_of(task, payload), exc)
                     raise
-            result = await aresult_of(task, Payload(args, kwargs, task_options))
+            result = await aresult_of(task, Payload(args, kwargs, task_options or {}))
             _started(result)
             try:
                 value = compat.normalize_json(
@@ -54,14 +57,14 @@ def callback_for(task: Any) -> Callable[..., Any]:
 
         return run_async
 
-    def run(args: list[Any], kwargs: dict[str, Any], task_options: Any) -> Any:
+    def run(args: list[Any], kwargs: dict[str, Any], task_options: Any = None) -> Any:
         if not task.takes_context and unobserved():
             try:
                 return _json(task.func(*args, **kwargs))
             except BaseException as exc:
-                _failed(result_of(task, Payload(args, kwargs, task_options)), exc)
+                _failed(result_of(task, Payload(args, kwargs, task_options or {})), exc)
                 raise
-        result = result_of(task, Payload(args, kwargs, task_options))
+        result = result_of(task, Payload(args, kwargs, task_options or {}))
         _started(result)
         try:
             value = compat.normalize_json(task.func(*_arguments(task, result), **result.kwargs))
@@ -143,7 +146,7 @@ def running_result(task: Any, payload: Payload, earlier_worker_ids: list[str]) -
         ),
         id=run.claim.task_id,
         status=compat.TaskResultStatus.RUNNING,
-        enqueued_at=payload.enqueued_at,
+        enqueued_at=payload.enqueued_at(run.claim.task_id),
         started_at=run.started_at,
         finished_at=None,
         last_attempted_at=run.started_at,
