@@ -19,9 +19,13 @@ from django_taskshed.datastores import DjangoDataStore
 from django_taskshed.models import Task, TaskRun
 from django_taskshed.schedulers import AsyncScheduler
 from django_taskshed.workers import EventDrivenWorker, inflight
+from tests.conftest import package_apps
 from tests.waiting import eventually
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30)]
+pytestmark = [
+    pytest.mark.django_db(transaction=True, available_apps=package_apps()),
+    pytest.mark.timeout(30),
+]
 
 FAST = {"poll_interval": 0.1}
 STORE = DjangoDataStore("default")

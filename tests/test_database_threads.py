@@ -6,8 +6,12 @@ import pytest
 from django.db import Error, connections
 
 from django_taskshed.workers.database_threads import DatabaseThread
+from tests.conftest import package_apps
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30)]
+pytestmark = [
+    pytest.mark.django_db(transaction=True, available_apps=package_apps()),
+    pytest.mark.timeout(30),
+]
 
 USING = "default"
 

@@ -8,9 +8,13 @@ from django.db import connections
 
 from django_taskshed.workers import EventDrivenWorker
 from django_taskshed.workers.heartbeat import Heartbeat
+from tests.conftest import package_apps
 from tests.waiting import eventually
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30)]
+pytestmark = [
+    pytest.mark.django_db(transaction=True, available_apps=package_apps()),
+    pytest.mark.timeout(30),
+]
 
 USING = "default"
 

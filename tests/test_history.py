@@ -13,9 +13,13 @@ from django_taskshed.models import Task, TaskRun
 from django_taskshed.schedulers import AsyncScheduler, SyncScheduler
 from django_taskshed.workers import EventDrivenWorker
 from django_taskshed.workers.history import run_row
+from tests.conftest import package_apps
 from tests.waiting import eventually
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30)]
+pytestmark = [
+    pytest.mark.django_db(transaction=True, available_apps=package_apps()),
+    pytest.mark.timeout(30),
+]
 
 FAST = {"poll_interval": 0.1}
 

@@ -20,6 +20,7 @@ from django_taskshed.models import Task
 from django_taskshed.schedulers import AsyncScheduler, SyncScheduler
 from django_taskshed.workers import EventDrivenWorker
 from django_taskshed.workers.metrics import WorkerMetrics
+from tests.conftest import package_apps
 from tests.test_workers import running, tasks_left
 from tests.waiting import eventually
 from tests.workerprocs import ROOT
@@ -90,7 +91,7 @@ def test_each_worker_has_a_registry_of_its_own():
 # --- a worker's metrics ------------------------------------------------------------------------
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, available_apps=package_apps())
 @pytest.mark.timeout(30)
 async def test_a_worker_records_its_runs_claims_and_notifications():
     async def note():
@@ -120,7 +121,7 @@ async def test_a_worker_records_its_runs_claims_and_notifications():
     assert value(metrics, "taskshed_notifications_received_total") >= 1
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, available_apps=package_apps())
 @pytest.mark.timeout(30)
 async def test_a_task_only_the_safety_poll_finds_counts_as_a_poll_with_work(settings):
     settings.TASKSHED = {"CHANNEL_LAYER": None}
@@ -137,7 +138,7 @@ async def test_a_task_only_the_safety_poll_finds_counts_as_a_poll_with_work(sett
     assert value(metrics, "taskshed_polls_with_work_total") == 1
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, available_apps=package_apps())
 @pytest.mark.timeout(30)
 async def test_the_running_gauge_counts_runs_under_way():
     import asyncio
@@ -175,7 +176,7 @@ def test_without_metrics_nothing_imports_prometheus_client():
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, timeout=60)
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, available_apps=package_apps())
 @pytest.mark.timeout(30)
 async def test_a_worker_runs_without_prometheus_client_installed(monkeypatch):
     monkeypatch.setitem(sys.modules, "prometheus_client", None)  # any import of it fails
@@ -223,7 +224,7 @@ def scrape(port: int) -> dict[str, list[tuple[dict[str, str], float]]]:
 
 
 @pytest.mark.slow
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, available_apps=package_apps())
 def test_runtaskworker_serves_metrics_over_http(worker_procs):
     port = free_port()
     lateness = 42.0

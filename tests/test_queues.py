@@ -17,6 +17,7 @@ from django_taskshed.models import Task
 from django_taskshed.schedulers import AsyncScheduler, SyncScheduler
 from django_taskshed.workers import EventDrivenWorker
 from django_taskshed.workers.options import WorkerOptions, describe_queues, queue_names
+from tests.conftest import package_apps
 from tests.waiting import eventually
 
 STORE = DjangoDataStore()
@@ -124,7 +125,7 @@ def test_sync_add_task_stores_and_replaces_queue_and_priority():
     assert Task.objects.values_list("queue", "priority").get() == ("reports", -3)
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, available_apps=package_apps())
 async def test_async_add_task_and_add_tasks_store_and_replace_queue_and_priority():
     scheduler = AsyncScheduler()
     task = await scheduler.add_task("x", task_id="t", queue="mail", priority=100)
@@ -191,7 +192,7 @@ def test_queue_names_reject_empty_or_long_names(bad):
         queue_names(bad)
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, available_apps=package_apps())
 @pytest.mark.timeout(30)
 async def test_an_in_process_worker_runs_only_its_queues():
     ran = []
@@ -213,7 +214,7 @@ async def test_an_in_process_worker_runs_only_its_queues():
     assert left == [("a", None)]
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, available_apps=package_apps())
 @pytest.mark.timeout(30)
 async def test_a_worker_sleeps_while_only_other_queues_have_due_tasks(monkeypatch):
     claims = []

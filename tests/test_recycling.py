@@ -10,6 +10,7 @@ from django.utils import timezone
 from django_taskshed.models import Task
 from django_taskshed.schedulers import AsyncScheduler, SyncScheduler
 from django_taskshed.workers import EventDrivenWorker, recycling
+from tests.conftest import package_apps
 from tests.testapp.models import Execution
 from tests.waiting import eventually
 
@@ -24,7 +25,7 @@ def test_resident_memory_is_read_from_proc_or_getrusage(monkeypatch):
     assert peak is not None and peak >= now * 0.9
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, available_apps=package_apps())
 @pytest.mark.timeout(30)
 async def test_a_worker_over_its_memory_limit_drains_and_stops(monkeypatch, caplog):
     monkeypatch.setattr(recycling, "CHECK_EVERY", 0.2)
@@ -47,7 +48,7 @@ async def test_a_worker_over_its_memory_limit_drains_and_stops(monkeypatch, capl
     assert "is over --max-memory 1 MB" in caplog.text
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, available_apps=package_apps())
 @pytest.mark.timeout(30)
 async def test_a_worker_under_its_memory_limit_goes_on(monkeypatch):
     monkeypatch.setattr(recycling, "CHECK_EVERY", 0.05)
@@ -59,7 +60,7 @@ async def test_a_worker_under_its_memory_limit_goes_on(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, available_apps=package_apps())
 def test_runtaskworker_over_max_memory_finishes_its_run_and_exits_0(worker_procs):
     SyncScheduler().add_task("sleep", kwargs={"key": "under-way", "seconds": 1.5})
     worker = worker_procs.start("recycled", "--max-memory", "1", "--poll-interval", "0.2")

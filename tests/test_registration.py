@@ -14,8 +14,12 @@ from django.utils import timezone
 from django_taskshed.exceptions import WorkerIdInUseError
 from django_taskshed.models import WorkerRecord
 from django_taskshed.workers import EventDrivenWorker, registration
+from tests.conftest import package_apps
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30)]
+pytestmark = [
+    pytest.mark.django_db(transaction=True, available_apps=package_apps()),
+    pytest.mark.timeout(30),
+]
 
 USING = "default"
 

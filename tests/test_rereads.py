@@ -22,9 +22,13 @@ from django_taskshed.workers.alarm import Alarm
 from django_taskshed.workers.claiming import CLAIM_AHEAD, Claims
 from django_taskshed.workers.heartbeat import Heartbeat
 from django_taskshed.workers.options import WorkerOptions
+from tests.conftest import package_apps
 from tests.waiting import eventually
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30)]
+pytestmark = [
+    pytest.mark.django_db(transaction=True, available_apps=package_apps()),
+    pytest.mark.timeout(30),
+]
 
 USING = "default"
 HOUR = timedelta(hours=1)

@@ -9,8 +9,12 @@ from django.db import connections
 
 from django_taskshed.models import WorkerRecord
 from django_taskshed.workers import EventDrivenWorker, registration
+from tests.conftest import package_apps
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30)]
+pytestmark = [
+    pytest.mark.django_db(transaction=True, available_apps=package_apps()),
+    pytest.mark.timeout(30),
+]
 
 USING = "default"
 

@@ -9,9 +9,13 @@ from django_taskshed.models import Task
 from django_taskshed.schedulers import AsyncScheduler
 from django_taskshed.workers import EventDrivenWorker
 from django_taskshed.workers.runner import from_database
+from tests.conftest import package_apps
 from tests.waiting import eventually
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30)]
+pytestmark = [
+    pytest.mark.django_db(transaction=True, available_apps=package_apps()),
+    pytest.mark.timeout(30),
+]
 
 USING = "default"
 

@@ -14,8 +14,12 @@ from django_taskshed.schedulers import SyncScheduler
 from django_taskshed.workers import settlement
 from django_taskshed.workers.database_threads import DatabaseThread
 from django_taskshed.workers.settlement import Settlement
+from tests.conftest import package_apps
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30)]
+pytestmark = [
+    pytest.mark.django_db(transaction=True, available_apps=package_apps()),
+    pytest.mark.timeout(30),
+]
 
 USING = "default"
 STORE = DjangoDataStore(USING)

@@ -12,9 +12,13 @@ from django_taskshed.models import Task
 from django_taskshed.schedulers import AsyncScheduler
 from django_taskshed.signals import task_finished, task_started
 from django_taskshed.workers import EventDrivenWorker
+from tests.conftest import package_apps
 from tests.waiting import eventually
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30)]
+pytestmark = [
+    pytest.mark.django_db(transaction=True, available_apps=package_apps()),
+    pytest.mark.timeout(30),
+]
 
 STARTED_KEYS = {"task_id", "callback", "scheduled_for", "started_at", "attempt", "worker_id"}
 FINISHED_KEYS = STARTED_KEYS | {"finished_at", "outcome", "exception"}

@@ -17,6 +17,7 @@ from django.utils import timezone
 from django_taskshed.models import Task, TaskRun
 from django_taskshed.schedulers import AsyncScheduler, SyncScheduler
 from django_taskshed.workers import EventDrivenWorker
+from tests.conftest import package_apps
 from tests.waiting import eventually
 
 if not settings.TASKS_FRAMEWORK:  # pragma: no cover
@@ -27,7 +28,10 @@ from django_taskshed.tasks_framework import compat  # noqa: E402
 from tests.testapp import djtasks  # noqa: E402
 from tests.testapp.models import Execution  # noqa: E402
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30)]
+pytestmark = [
+    pytest.mark.django_db(transaction=True, available_apps=package_apps()),
+    pytest.mark.timeout(30),
+]
 Status = compat.TaskResultStatus
 FAST = {"poll_interval": 0.1}
 
@@ -190,6 +194,7 @@ def test_manage_py_check_names_a_bad_entry(entry, message):
     assert message in error.msg and error.id == "django_taskshed.E010"
 
 
+@pytest.mark.django_db(transaction=True)  # every app: the checks of Django's contrib apps run
 def test_manage_py_check_passes_the_test_settings():
     assert not [m for m in run_checks() if m.id == "django_taskshed.E010"]
 
@@ -362,6 +367,7 @@ def test_a_worker_that_did_not_load_the_task_fails_it_without_importing(worker_p
     assert not Execution.objects.filter(key="unloaded").exists()
 
 
+@pytest.mark.django_db(transaction=True)  # the whole flush: it logs in (package_apps())
 def test_the_admin_shows_a_django_task_with_its_definition_read_only(admin_client):
     from django.urls import reverse
 

@@ -16,8 +16,12 @@ from django.utils import timezone
 from django_taskshed.models import Task
 from django_taskshed.schedulers import AsyncScheduler, SyncScheduler
 from django_taskshed.workers import EventDrivenWorker
+from tests.conftest import package_apps
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
+pytestmark = [
+    pytest.mark.django_db(transaction=True, available_apps=package_apps()),
+    pytest.mark.timeout(120),
+]
 
 BUSY_TASKS = 3000
 ROUNDS = 60

@@ -30,10 +30,14 @@ from django_taskshed.registry import get_callbacks, worker_callbacks
 from django_taskshed.schedulers import AsyncScheduler, SyncScheduler
 from django_taskshed.workers import EventDrivenWorker
 from django_taskshed.workers import worker as worker_module
+from tests.conftest import package_apps
 from tests.test_cron import dst_table
 from tests.waiting import eventually
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30)]
+pytestmark = [
+    pytest.mark.django_db(transaction=True, available_apps=package_apps()),
+    pytest.mark.timeout(30),
+]
 
 FAST = {"poll_interval": 0.1}  # tests wait on conditions, so the safety poll may be short
 USING = "default"
