@@ -12,7 +12,8 @@ Run from the repository root with the dev virtualenv (PostgreSQL and Redis on lo
 2. drain: one ``runtaskworker`` process drains ``--tasks`` (20,000) no-op Django tasks, and as
    many ``noop`` callback tasks, with throughput.py's method and code (``Bench``); the Django
    tasks are ``enqueue()``d with ``run_after`` spread over ``--spread`` s from T0, in one
-   transaction (not timed). Runs alternate; medians of ``--drain-runs`` (5).
+   transaction (not timed). Runs alternate, each on emptied task and history tables (TRUNCATE,
+   as drain.py); medians of ``--drain-runs`` (5).
    ``--profile`` adds one drain of each kind under py-spy (throughput.py's report).
 3. django-tasks-db: its ``db_worker --batch`` on ``--tdb-tasks`` (5,000) no-op tasks, in a
    virtualenv of its own (``--tdb-venv``, created if missing) with a settings module written
@@ -73,6 +74,7 @@ from benchmarks.lag import redis_layer  # noqa: E402
 from benchmarks.throughput import Bench, Config, print_results  # noqa: E402
 
 PG_DATABASE = "taskshed_bench_tasks"
+RUN_TABLE = "django_taskshed_taskrun"
 TARGET_ENQUEUE = 1.5  # enqueue() x N <= 1.5 x create() x N
 TARGET_SHARE = 0.90  # Django tasks drain at >= 90 % of callback tasks
 TARGET_VS_TDB = 20.0  # ours (Django tasks) >= 20 x django-tasks-db's db_worker
@@ -175,6 +177,7 @@ class DrainBench(Bench):
     loads them (``benchmarks/tasks.py``), whichever kind it drains."""
 
     def insert(self, count: int, t0: float, spread: float, kind: str = "once") -> None:
+        self.empty_tables()
         if kind != "django":
             super().insert(count, t0, spread, kind)
             return
@@ -198,6 +201,17 @@ class DrainBench(Bench):
     ) -> dict[str, Any]:  # fmt: skip
         env = {bench_settings.ENV_TASKS: "1", **(extra_env or {})}
         return super().run(flags, count, wrapper, env, self.profiled_kind or kind, taskshed)
+
+    def empty_tables(self) -> None:
+        """Each drain, of either kind, starts from a task table with no dead rows and an empty
+        run history (as drain.py's runs do): otherwise a run inherits the dead rows of the run
+        before it, of the other kind, and the history grows from run to run, and the kind that
+        comes second in each pair pays more for them."""
+        from django.db import connections
+
+        with connections[self.target.alias].cursor() as cursor:
+            cursor.execute(f"TRUNCATE {TABLE}, {RUN_TABLE}, django_taskshed_workerrecord")
+        connections[self.target.alias].close()
 
     enqueue_seconds: list[float]
     profiled_kind: str | None = None  # the kind ``profile()`` (throughput.py's) drains
@@ -227,7 +241,7 @@ def measure_drain(target: Target, args: Any, log_dir: str) -> list[Config]:
     measured = bench.measure_pair(args.tasks, args.drain_runs, variants)
     configs = [NamedConfig(c.label, c.flags, c.runs) for c in measured]
     print_results(target, configs, args.tasks)
-    print("   both: default worker flags, no channel layer; runs alternating")
+    print("   both: default worker flags, no channel layer; runs alternating, on truncated tables")
     seconds = median(bench.enqueue_seconds)
     print(
         f"   (not timed) {args.tasks:,} noop.using(run_after=...).enqueue() in one transaction:"
