@@ -242,6 +242,13 @@ def measure_drain(target: Target, args: Any, log_dir: str) -> list[Config]:
     configs = [NamedConfig(c.label, c.flags, c.runs) for c in measured]
     print_results(target, configs, args.tasks)
     print("   both: default worker flags, no channel layer; runs alternating, on truncated tables")
+    callbacks, django = configs
+    pairs = [d["rate"] / c["rate"] for c, d in zip(callbacks.runs, django.runs, strict=True)]
+    print(
+        "   Django tasks/s over callback tasks/s, per pair of runs (the machine's speed drifts"
+        f" between pairs): {', '.join(f'{100 * r:.0f} %' for r in pairs)};"
+        f" median {100 * median(pairs):.0f} %"
+    )
     seconds = median(bench.enqueue_seconds)
     print(
         f"   (not timed) {args.tasks:,} noop.using(run_after=...).enqueue() in one transaction:"
