@@ -68,7 +68,11 @@ def test_runs_that_ran_show_lateness_and_duration_the_others_what_they_missed(ad
     assert cells(body, failed)["outcome_line"] == "failed ValueError: nope"
     for run in (coalesced, skipped, abandoned):
         assert (cells(body, run)["lateness"], cells(body, run)["duration"]) == ("-", "-")
-    missed = timezone.localtime(now - timedelta(minutes=30)).strftime("%H:%M:%S")
+    # a time of today shows alone, one of another day (in the first 30 minutes after local
+    # midnight) with its date
+    missed_from = timezone.localtime(now - timedelta(minutes=30))
+    today = missed_from.date() == timezone.localtime(now).date()
+    missed = missed_from.strftime("%H:%M:%S" if today else "%Y-%m-%d %H:%M")
     assert cells(body, coalesced)["outcome_line"].startswith(f"coalesced 3 missed (from {missed}")
     assert cells(body, skipped)["outcome_line"].startswith("skipped while paused 2 missed (from")
     assert cells(body, abandoned)["outcome_line"] == "abandoned lease expired under dead-worker"
