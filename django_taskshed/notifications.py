@@ -100,7 +100,26 @@ class _SendFailures:
         cls.failing = False
 
 
-async def asend_changed(run_at: datetime | None) -> None:
+class _OneSend:
+    """One send's failure, logged once: by the send when its own timeout ends it, or by the sync
+    caller that stopped waiting for it first (on a loaded machine the sender thread can be late
+    past the caller's margin, and both would log)."""
+
+    __slots__ = ("_lock", "_reported")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reported = False
+
+    def failed(self) -> None:
+        with self._lock:
+            if self._reported:
+                return
+            self._reported = True
+        _SendFailures.failed()
+
+
+async def asend_changed(run_at: datetime | None, send: _OneSend | None = None) -> None:
     """Tell every worker in the group; a failure is logged, never raised."""
     layer = channel_layer()
     if layer is None:
@@ -108,7 +127,7 @@ async def asend_changed(run_at: datetime | None) -> None:
     try:
         await _within(layer.group_send(taskshed_settings.GROUP, changed_message(run_at)))
     except Exception:
-        _SendFailures.failed()
+        (send or _OneSend()).failed()
     else:
         _SendFailures.succeeded()
 
@@ -154,10 +173,11 @@ def notify(
                 local.update_schedule(run_at)
     elif using is not None and not hint_needed(run_at, using):
         return
+    send = _OneSend()
     try:
-        SENDER.submit(asend_changed(run_at)).result(SEND_TIMEOUT + 0.1)
+        SENDER.submit(asend_changed(run_at, send)).result(SEND_TIMEOUT + 0.1)
     except Exception:
-        _SendFailures.failed()
+        send.failed()
 
 
 class _SenderThread:

@@ -483,7 +483,7 @@ def sent(monkeypatch: pytest.MonkeyPatch, hungry_worker: Any) -> list[Any]:
 
     calls: list[Any] = []
 
-    async def record(run_at: Any) -> None:
+    async def record(run_at: Any, send: Any = None) -> None:
         calls.append(run_at)
 
     monkeypatch.setattr(notifications, "asend_changed", record)

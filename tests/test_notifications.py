@@ -12,6 +12,7 @@ import asyncio
 import importlib.util
 import json
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -571,6 +572,33 @@ def test_a_failing_layer_never_raises_into_the_caller_nor_holds_it_up(
     assert Task.objects.count() == 2
     failures = [r for r in caplog.records if "could not notify workers" in r.getMessage()]
     assert len(failures) == 2
+
+
+@db
+def test_a_send_the_caller_stopped_waiting_for_is_logged_once(
+    settings, monkeypatch, caplog, hungry_worker
+):
+    """The sync caller waits a little longer than the send's own timeout; when the sender
+    thread is later still (a loaded machine), both see the failure and one warning is logged."""
+    settings.TASKSHED = {"GROUP": unique_name("ntf")}
+    settings.CHANNEL_LAYERS = {"default": memory_layer()}
+    ended = threading.Event()
+
+    async def late_timeout(send: Any) -> None:
+        send.close()
+        try:
+            await asyncio.sleep(notifications.SEND_TIMEOUT + 0.4)  # past the caller's wait
+            raise TimeoutError
+        finally:
+            ended.set()
+
+    monkeypatch.setattr(notifications, "_within", late_timeout)
+    caplog.set_level(logging.WARNING, logger="django_taskshed.notifications")
+    SyncScheduler().add_task("note", run_at=T1, task_id="late")
+    assert ended.wait(5)
+    time.sleep(0.1)  # the send's except clause runs after the sleep's finally
+    failures = [r for r in caplog.records if "could not notify workers" in r.getMessage()]
+    assert len(failures) == 1
 
 
 # --- GroupListener -----------------------------------------------------------------------------
