@@ -380,6 +380,20 @@ def test_the_admin_shows_a_django_task_with_its_definition_read_only(admin_clien
     assert "tests.testapp.djtasks.add" in page.content.decode()
 
 
+@pytest.mark.django_db(transaction=True)  # the whole flush: it logs in (package_apps())
+def test_the_admin_edits_a_callback_task_whose_arguments_look_like_a_django_tasks(admin_client):
+    from django.urls import reverse
+
+    Task.objects.create(
+        task_id="lookalike", callback="record", run_at=timezone.now(),
+        kwargs={"args": [1], "kwargs": {}},
+    )  # fmt: skip
+    page = admin_client.get(reverse("admin:django_taskshed_task_change", args=["lookalike"]))
+    assert page.status_code == 200
+    form = page.context["adminform"].form
+    assert "callback" in form.fields and "kwargs" in form.fields  # editable
+
+
 def test_the_running_result_names_the_task_as_it_was_enqueued():
     """bound_task's copies (no second validation) equal what Task.using() gives."""
     from django_taskshed.tasks_framework.running import bound_task

@@ -11,6 +11,7 @@ from django.template.response import SimpleTemplateResponse
 from ..exceptions import StaleTaskError
 from ..models import Task
 from ..schedulers import SyncScheduler
+from ..tasks_framework.loaded import loaded_task
 from ..tasks_framework.payload import is_payload
 from .actions import pause, resume, retry_failed, run_now
 from .columns import TaskColumns, served
@@ -119,9 +120,9 @@ class TaskAdmin(BoundedCount, TaskColumns, TaskModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Task | None = None) -> list[str]:
         fields = list(super().get_readonly_fields(request, obj))
-        # A schedule declared in code, or a task enqueued through Django's Tasks framework:
-        # its definition lives in the code.
-        if obj is not None and (obj.declared_in_code or is_payload(obj.kwargs)):
+        # A schedule declared in code, or a task enqueued through Django's Tasks framework (a
+        # loaded @task's row, arguments as it stores them): its definition lives in the code.
+        if obj is not None and (obj.declared_in_code or _enqueued_django_task(obj)):
             return [*fields, "task_id", *DECLARED_DEFINITION]
         return [*fields, "task_id"] if obj is not None else fields
 
@@ -156,3 +157,9 @@ class TaskAdmin(BoundedCount, TaskColumns, TaskModelAdmin):
 
     def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
         SyncScheduler().remove_tasks(task_ids=list(queryset.values_list("pk", flat=True)))
+
+
+def _enqueued_django_task(task: Task) -> bool:
+    """Whether ``task`` is a row of a Django ``@task`` loaded here (a TaskShed-style callback
+    whose own arguments happen to be named ``args`` and ``kwargs`` is not)."""
+    return is_payload(task.kwargs) and loaded_task(task.callback) is not None
