@@ -26,6 +26,9 @@ import psycopg
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TABLE = "django_taskshed_task"
+RUN_TABLE = "django_taskshed_taskrun"
+# What a drain starts without: the tasks, their run history and the worker rows.
+DRAIN_TABLES = (TABLE, RUN_TABLE, "django_taskshed_workerrecord")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 WORKER_APP_NAME = "taskshed-bench-worker"  # application_name of the worker's PostgreSQL sessions
 # Django OPTIONS of the example project for a worker sharing an SQLite file.
@@ -626,3 +629,9 @@ def print_table(
             for i, (c, w) in enumerate(zip(row, widths, strict=True))
         ]
         print("  ".join(cells).rstrip())
+
+
+def truncate_drain_tables(cursor: Any) -> None:
+    """PostgreSQL: empty ``DRAIN_TABLES`` with ``TRUNCATE``, so that a drain starts from tables
+    with no dead rows and no free space (as after a fresh bulk insert)."""
+    cursor.execute(f"TRUNCATE {', '.join(DRAIN_TABLES)}")

@@ -43,6 +43,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import bench_callbacks, bench_settings, throughput  # noqa: E402
 from benchmarks.bench_common import (  # noqa: E402
+    DRAIN_TABLES,
     TABLE,
     WORKER_APP_NAME,
     BackendSampler,
@@ -65,6 +66,7 @@ from benchmarks.bench_common import (  # noqa: E402
     process_cpu,
     progress,
     session,
+    truncate_drain_tables,
     verdict,
     wait_quiet,
 )
@@ -73,7 +75,6 @@ PG_DATABASE = "taskshed_bench_drain"
 TARGET_RATE = {"postgres": 30_000.0, "sqlite": 25_000.0}  # one worker, tasks/s (issue #13)
 TARGET_CPU_US = 40.0  # worker + its sessions' server CPU per task, PostgreSQL
 TARGET_MEMORY_MB = 10.0  # peak RSS with --tasks due within this of the peak with 1,000
-RUN_TABLE = "django_taskshed_taskrun"
 
 
 @dataclass
@@ -110,11 +111,11 @@ class Drain:
 
         with connections[self.target.alias].cursor() as cursor:
             if self.postgres:
-                cursor.execute(f"TRUNCATE {TABLE}, {RUN_TABLE}, django_taskshed_workerrecord")
+                truncate_drain_tables(cursor)
                 if self.args.fillfactor:
                     cursor.execute(f"ALTER TABLE {TABLE} SET (fillfactor = {self.args.fillfactor})")
             else:
-                for table in (TABLE, RUN_TABLE, "django_taskshed_workerrecord"):
+                for table in DRAIN_TABLES:
                     cursor.execute(f"DELETE FROM {table}")  # noqa: S608
                 cursor.execute("VACUUM")
         connections[self.target.alias].close()

@@ -59,6 +59,7 @@ from benchmarks.bench_common import (  # noqa: E402
     session,
     timed,
     timed_each,
+    truncate_drain_tables,
     verdict,
     wait_for,
     wait_quiet,
@@ -75,7 +76,6 @@ from benchmarks.lag import redis_layer  # noqa: E402
 from benchmarks.throughput import Bench, Config, print_results  # noqa: E402
 
 PG_DATABASE = "taskshed_bench_tasks"
-RUN_TABLE = "django_taskshed_taskrun"
 TARGET_ENQUEUE = 1.5  # enqueue() x N <= 1.5 x create() x N
 TARGET_SHARE = 0.90  # Django tasks drain at >= 90 % of callback tasks
 TARGET_VS_TDB = 20.0  # ours (Django tasks) >= 20 x django-tasks-db's db_worker
@@ -218,7 +218,7 @@ class DrainBench(Bench):
         from django.db import connections
 
         with connections[self.target.alias].cursor() as cursor:
-            cursor.execute(f"TRUNCATE {TABLE}, {RUN_TABLE}, django_taskshed_workerrecord")
+            truncate_drain_tables(cursor)
         connections[self.target.alias].close()
 
     enqueue_seconds: list[float]
