@@ -9,7 +9,7 @@ import pytest
 from django.utils import timezone
 
 from django_taskshed.datastores import DjangoDataStore, Outcome, runs
-from django_taskshed.models import Task, TaskRun
+from django_taskshed.models import RunOutcome, Task, TaskRun
 from django_taskshed.schedulers import AsyncScheduler, SyncScheduler
 from django_taskshed.workers import EventDrivenWorker
 from django_taskshed.workers.history import run_row
@@ -182,21 +182,97 @@ def test_a_lost_lease_writes_no_row_and_a_written_result_no_second_one():
     assert TaskRun.objects.count() == 1
 
 
-def test_a_failing_history_write_is_logged_and_keeps_the_result(monkeypatch, caplog):
+@pytest.mark.parametrize("kind", ["delete", "update"])
+def test_settled_runs_are_recorded_exactly_as_given(kind):
+    """Every column of a result's history rows, as the worker built them (on PostgreSQL the
+    result's own statement inserts them)."""
+    from django_taskshed.occurrences import Missed
+
     store = DjangoDataStore()
-    claims = claimed(store, "one")
-    from django.db import DatabaseError
+    claim = claimed(store, "exact")["exact"]
+    start = timezone.now().replace(microsecond=123456)
+    end = start + timedelta(seconds=1, microseconds=7)
+    outcome = Outcome(claim, delete=kind == "delete")
+    run = list(run_row(claim, outcome, "failed", start, end, "w1", {"é": [1, None, "\\"]}))
+    run[9:11] = ["ValueError: «quoted» 'x'", 'Traceback:\n  "line"\t\\']
+    run[16] = json.dumps({"b": "ü", "n": [1.5, True, None]})
+    missed = Missed(count=3, first=start - timedelta(hours=3), last=start - timedelta(hours=1))
+    coalesced = runs.missed_row(claim, RunOutcome.COALESCED, missed, end, "w1", 2)
+    later = start + timedelta(hours=1)
+    changes = {} if kind == "delete" else {"run_at": later, "attempts": 0, "last_run_at": start}
+    outcome = Outcome(claim, kind == "delete", changes, (tuple(run), coalesced))
+    assert store.settle("w1", [outcome]).settled == 1
+    recorded = TaskRun.objects.order_by("id").values_list(*runs.RUN_COLUMNS)
+    expected = []
+    for row in (run, coalesced):
+        row = list(row)
+        for i in (11, 16):  # kept as JSON text, read back decoded
+            row[i] = None if row[i] is None else json.loads(row[i])
+        expected.append(tuple(row))
+    assert [tuple(row) for row in recorded] == expected
+    if kind == "update":
+        assert Task.objects.values_list("run_at", "lease_owner").get() == (later, None)
 
-    def refuse(*args, **kwargs):
-        raise DatabaseError("history table unavailable")
 
-    monkeypatch.setattr(runs, "insert_runs", refuse)
-    report = store.settle(
-        "w1", [Outcome(claims["one"], delete=True, runs=(row_for(claims["one"]),))]
-    )
-    assert report.settled == 1 and not Task.objects.filter(pk="one").exists()
-    assert "could not record 1 task run(s)" in caplog.text
-    monkeypatch.undo()
+REFUSE_RUNS = {
+    "postgresql": [
+        "CREATE FUNCTION taskshed_test_refuse() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$ BEGIN RAISE EXCEPTION 'history table unavailable'; END $$",
+        "CREATE TRIGGER taskshed_test_refuse BEFORE INSERT ON django_taskshed_taskrun"
+        " FOR EACH ROW EXECUTE FUNCTION taskshed_test_refuse()",
+    ],
+    "sqlite": [
+        "CREATE TRIGGER taskshed_test_refuse BEFORE INSERT ON django_taskshed_taskrun"
+        " BEGIN SELECT RAISE(ABORT, 'history table unavailable'); END",
+    ],
+    "mysql": [
+        "CREATE TRIGGER taskshed_test_refuse BEFORE INSERT ON django_taskshed_taskrun"
+        " FOR EACH ROW SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'history table unavailable'",
+    ],
+}
+ALLOW_RUNS = {
+    "postgresql": [
+        "DROP TRIGGER taskshed_test_refuse ON django_taskshed_taskrun",
+        "DROP FUNCTION taskshed_test_refuse()",
+    ],
+    "sqlite": ["DROP TRIGGER taskshed_test_refuse"],
+    "mysql": ["DROP TRIGGER taskshed_test_refuse"],
+}
+
+
+@pytest.fixture
+def history_refused():
+    """The history table refuses every insert (a trigger), as a broken one would."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        for statement in REFUSE_RUNS[connection.vendor]:
+            cursor.execute(statement)
+    yield
+    with connection.cursor() as cursor:
+        for statement in ALLOW_RUNS[connection.vendor]:
+            cursor.execute(statement)
+
+
+@pytest.mark.parametrize("kind", ["delete", "update"])
+def test_a_failing_history_write_is_logged_and_keeps_the_result(history_refused, caplog, kind):
+    store = DjangoDataStore()
+    claims = claimed(store, "one", "two")
+    later = timezone.now() + timedelta(hours=1)
+    if kind == "delete":
+        outcomes = [Outcome(c, delete=True, runs=(row_for(c),)) for c in claims.values()]
+    else:
+        changes = {"run_at": later, "attempts": 0}
+        outcomes = [Outcome(c, changes=changes, runs=(row_for(c),)) for c in claims.values()]
+    report = store.settle("w1", outcomes)
+    assert report.settled == 2 and not report.lost and not report.edited
+    if kind == "delete":
+        assert not Task.objects.filter(pk__in=["one", "two"]).exists()
+    else:
+        rows = Task.objects.filter(pk__in=["one", "two"]).values_list("run_at", "lease_owner")
+        assert sorted(rows) == [(later, None), (later, None)]
+    assert "could not record 2 task run(s)" in caplog.text
+    assert "history table unavailable" in caplog.text
     assert TaskRun.objects.count() == 0
 
 

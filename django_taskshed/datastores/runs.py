@@ -82,7 +82,9 @@ def insert_runs(connection: BaseDatabaseWrapper, rows: list[tuple[Any, ...]]) ->
     table = qn(TaskRun._meta.db_table)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            with driver_cursor(cursor).copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            # The driver's own cursor raises the driver's errors: made Django's, as the rest.
+            copying = driver_cursor(cursor).copy(f"COPY {table} ({columns}) FROM STDIN")
+            with connection.wrap_database_errors, copying as copy:
                 for row in rows:
                     copy.write_row(row)
             return
