@@ -5,10 +5,13 @@ rows: a claim is a SELECT and an UPDATE with one parameter per task, and settlin
 held rows back before writing them. Here a claim is one ``UPDATE ... RETURNING`` around the
 ORM's subquery that picks the due rows in the claim's order (``FOR UPDATE SKIP LOCKED`` on
 PostgreSQL; SQLite runs one writer at a time, so its single statement cannot double-claim).
-On PostgreSQL a batch of results is one statement per kind of write, joined to one JSON
-document of rows (task_id, claim_token, updated_at, then the values written) so that the fence
-is in the statement itself. (One JSON text, made by the json module in C, costs the worker a
-tenth of what psycopg's Python dumpers spend on the same values as arrays.)
+On PostgreSQL a batch of results is one statement per kind of write, joined to one ``jsonb``
+document of rows (task_id, claim_token, updated_at, then the values written, then the run
+history's rows) so that the fence is in the statement itself, and the same statement inserts
+the history rows of the results it wrote: no ``COPY``, and no transaction around a lone
+statement. (One JSON text, made by the json module in C, costs the worker a tenth of what
+psycopg's Python dumpers spend on the same values as arrays; ``jsonb`` is parsed once, where
+each ``->>`` of a ``json`` value parses it again.)
 Only the rows a statement did not write (edited while running, or lost) are read back, by
 the ORM path's own rules.
 """
@@ -24,7 +27,8 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import DateTimeField, Field, QuerySet
 
 from ..django_internals import compiled_select
-from ..models import Task
+from ..models import Task, TaskRun
+from .runs import RUN_COLUMNS
 
 # The columns a result writes (runner.succeeded / runner.failed), with their types.
 RESULT_TYPES = {
@@ -40,7 +44,7 @@ FENCE_CONDITION = (
     """t."task_id" = o.row->>0 AND t."lease_owner" = %s AND t."claim_token" = o.row->>1 """
     """AND t."updated_at" = (o.row->>2)::timestamptz"""
 )
-ROWS = "json_array_elements(%s::json) AS o(row)"
+ROWS = "jsonb_array_elements(%s::jsonb) AS o(row)"
 
 
 def _qn(name: str) -> str:
@@ -174,39 +178,99 @@ def _converters(
     return found
 
 
-@lru_cache(maxsize=1)
-def delete_sql() -> str:
-    return f'DELETE FROM {_table()} AS t USING {ROWS} WHERE {FENCE_CONDITION} RETURNING t."task_id"'
+@lru_cache(maxsize=2)
+def delete_sql(history: bool = False) -> str:
+    """Delete the fenced rows; with ``history``, insert the run rows of those deleted."""
+    write = f"DELETE FROM {_table()} AS t USING {ROWS} WHERE {FENCE_CONDITION}"
+    return _returning(write, 3 if history else None)
 
 
-@lru_cache(maxsize=64)
-def update_sql(columns: tuple[str, ...]) -> str:
-    """Write ``columns`` (the rows' values after the fence's three) and clear the lease."""
+@lru_cache(maxsize=128)
+def update_sql(columns: tuple[str, ...], history: bool = False) -> str:
+    """Write ``columns`` (the rows' values after the fence's three) and clear the lease; with
+    ``history``, insert the run rows (the document's element after the values) of those
+    written."""
     sets = "".join(
         f"{_qn(c)} = (o.row->>{3 + i})::{RESULT_TYPES[c]}, " for i, c in enumerate(columns)
     )
-    return (
+    write = (
         f'UPDATE {_table()} AS t SET {sets}"lease_owner" = NULL, "lease_expires_at" = NULL, '
-        f'"claim_token" = NULL FROM {ROWS} WHERE {FENCE_CONDITION} RETURNING t."task_id"'
+        f'"claim_token" = NULL FROM {ROWS} WHERE {FENCE_CONDITION}'
+    )
+    return _returning(write, 3 + len(columns) if history else None)
+
+
+def _returning(write: str, runs_at: int | None) -> str:
+    """``write`` returning the ids it wrote; with ``runs_at``, in a statement that also inserts
+    the history rows of each row written: the JSON array at that position of its document row,
+    one array of ``RUN_COLUMNS`` values per run."""
+    if runs_at is None:
+        return f'{write} RETURNING t."task_id"'
+    values = ", ".join(
+        f"(r.run->>{i})::{cast}" if cast else f"r.run->>{i}" for i, cast in enumerate(_run_casts())
+    )
+    columns = ", ".join(map(_qn, RUN_COLUMNS))
+    return (
+        f'WITH w AS ({write} RETURNING t."task_id", o.row), '
+        f"h AS (INSERT INTO {_qn(TaskRun._meta.db_table)} ({columns}) SELECT {values} "
+        f"FROM w CROSS JOIN LATERAL jsonb_array_elements(w.row->{runs_at}) AS r(run)) "
+        f'SELECT "task_id" FROM w'
     )
 
 
-def delete_fenced(using: str, worker_id: str, claims: list[Any]) -> set[str]:
-    """Delete the rows still held under ``claims`` and not edited since; their ids."""
-    rows = [[claim.task_id, claim.claim_token, claim.updated_at] for claim in claims]
-    return _execute(using, delete_sql(), rows, worker_id)
+def _run_casts() -> list[str]:
+    """Per history column, the PostgreSQL type its text is cast to (none for text columns)."""
+    casts = []
+    for name in RUN_COLUMNS:
+        internal = TaskRun._meta.get_field(name).get_internal_type()
+        casts.append(RUN_CASTS.get(internal, ""))
+    return casts
+
+
+# The history's column types that text is not assigned to without a cast.
+RUN_CASTS = {
+    "DateTimeField": "timestamptz",
+    "PositiveIntegerField": "int4",
+    "IntegerField": "int4",
+    "BooleanField": "bool",
+    "JSONField": "jsonb",
+}
+
+
+def delete_fenced(
+    using: str, worker_id: str, outcomes: list[Any], history: bool = False
+) -> set[str]:
+    """Delete the rows still held under the outcomes' claims and not edited since; their ids.
+    With ``history``, the same statement records the runs of the rows it deleted."""
+    rows = [_fence(outcome.claim) for outcome in outcomes]
+    if history:
+        for row, outcome in zip(rows, outcomes, strict=True):
+            row.append(outcome.runs)
+    return _execute(using, delete_sql(history), rows, worker_id)
 
 
 def update_fenced(
-    using: str, worker_id: str, claims: list[Any], columns: tuple[str, ...], values: list[list[Any]]
+    using: str,
+    worker_id: str,
+    outcomes: list[Any],
+    columns: tuple[str, ...],
+    history: bool = False,
 ) -> set[str]:
-    """Write ``values`` (one list per column, in claim order) to the rows still held under
-    ``claims`` and not edited since, clearing their lease; their ids."""
-    rows = [
-        [claim.task_id, claim.claim_token, claim.updated_at, *written]
-        for claim, *written in zip(claims, *values, strict=True)
-    ]
-    return _execute(using, update_sql(columns), rows, worker_id)
+    """Write the outcomes' ``changes`` of ``columns`` to the rows still held under their
+    claims and not edited since, clearing their lease; their ids. With ``history``, the same
+    statement records the runs of the rows it wrote."""
+    rows = []
+    for outcome in outcomes:
+        row = _fence(outcome.claim)
+        row.extend(outcome.changes[column] for column in columns)
+        if history:
+            row.append(outcome.runs)
+        rows.append(row)
+    return _execute(using, update_sql(columns, history), rows, worker_id)
+
+
+def _fence(claim: Any) -> list[Any]:
+    return [claim.task_id, claim.claim_token, claim.updated_at]
 
 
 def _json_value(value: Any) -> str:

@@ -260,29 +260,56 @@ class LeaseOperations(TaskOperations):
 
     def _settle_fenced(self, worker_id: str, by_id: dict[str, Outcome]) -> int:
         """PostgreSQL: write each kind of result in one statement fenced by claim and
-        ``updated_at``; what was written leaves ``by_id``, the rest is for the general path."""
+        ``updated_at``, which also records the history rows of what it wrote; what was written
+        leaves ``by_id``, the rest is for the general path.
+
+        Should that fail (say, the history table refuses a row), the results are written again
+        without their history, which is then written on its own and may fail alone (logged):
+        a history write never holds back a result.
+        """
         groups: dict[Any, list[Outcome]] = {}
         for outcome in by_id.values():
             if outcome.delete:
                 groups.setdefault(None, []).append(outcome)
             elif outcome.changes.keys() <= hotpath.RESULT_TYPES.keys():
                 groups.setdefault(tuple(sorted(outcome.changes)), []).append(outcome)
-        written: set[str] = set()
-        # One statement needs no transaction (and no round trip to commit); several, or history
-        # rows, share one, so that a failure part-way leaves the whole batch to be written again.
-        runs = any(outcome.runs for outcome in by_id.values())
-        with transaction.atomic(using=self.using) if len(groups) > 1 or runs else nullcontext():
-            for columns, group in groups.items():
-                claims = [outcome.claim for outcome in group]
-                if columns is None:
-                    written |= hotpath.delete_fenced(self.using, worker_id, claims)
-                else:
-                    values = [[outcome.changes[c] for outcome in group] for c in columns]
-                    written |= hotpath.update_fenced(self.using, worker_id, claims, columns, values)
-            self._record_runs([by_id[task_id] for task_id in written])
+        if not groups:
+            return 0
+        history = any(outcome.runs for outcome in by_id.values())
+        try:
+            written = self._write_fenced(worker_id, groups, history)
+        except DatabaseError:
+            if not history:
+                raise
+            logger.warning(
+                "could not write %d result(s) with their history in one statement; writing the"
+                " history apart",
+                len(by_id),
+                exc_info=True,
+            )
+            with transaction.atomic(using=self.using):
+                written = self._write_fenced(worker_id, groups, history=False)
+                self._record_runs([by_id[task_id] for task_id in written])
         for task_id in written:
             del by_id[task_id]
         return len(written)
+
+    def _write_fenced(
+        self, worker_id: str, groups: dict[Any, list[Outcome]], history: bool
+    ) -> set[str]:
+        """One statement per group (``hotpath``), with the runs' history rows when
+        ``history``; several share a transaction (one needs none, nor a round trip to commit),
+        so that a failure part-way leaves the whole batch to be written again. Within a
+        caller's transaction they take a savepoint, so that a failure leaves it usable."""
+        written: set[str] = set()
+        atomic = len(groups) > 1 or connections[self.using].in_atomic_block
+        with transaction.atomic(using=self.using) if atomic else nullcontext():
+            for columns, group in groups.items():
+                if columns is None:
+                    written |= hotpath.delete_fenced(self.using, worker_id, group, history)
+                else:
+                    written |= hotpath.update_fenced(self.using, worker_id, group, columns, history)
+        return written
 
     def _record_runs(self, outcomes: list[Outcome]) -> None:
         """Write the history rows of results written in this transaction, in one statement,
