@@ -17,8 +17,9 @@ the ORM path's own rules.
 """
 
 import json
+from collections.abc import Callable
 from datetime import datetime, timezone
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 from django.conf import settings
@@ -121,40 +122,62 @@ def claim(
     worker_id: str,
     token: str,
     lease_expires_at: datetime,
-) -> list[dict[str, Any]]:
-    """Run ``claim_statement``: the claimed rows as dicts of ``columns``, converted as the ORM
-    would, in the claim's order (highest priority, then earliest); with ``kwargs`` among the
-    columns, each dict also holds ``kwargs_json``, their JSON text as read."""
+) -> list[list[Any]]:
+    """Run ``claim_statement``: the claimed rows, each a list of the values of ``columns``
+    converted as the ORM would, then the JSON text of ``kwargs`` as read (None without it),
+    in the claim's order (highest priority, then earliest)."""
     connection = connections[picked.db]
     statement, params = claim_statement(picked, columns, worker_id, token, lease_expires_at)
     with connection.cursor() as cursor:
         cursor.execute(statement, params)
         rows = cursor.fetchall()
-    utc = utc_columns(connection, columns)
-    converters = [
-        (i, [_as_utc] if name in utc else fns, expression)
-        for i, (name, (fns, expression)) in enumerate(
-            zip(columns, _converters(connection, columns), strict=True)
-        )
-        if fns or name in utc
-    ]
+    plan = _conversions(connection, columns)
     text_at = columns.index("kwargs") if "kwargs" in columns else None
     claimed = []
     for row in rows:
         values = list(row)
-        for i, fns, expression in converters:
-            for convert in fns:
-                values[i] = convert(values[i], expression, connection)
-        found = dict(zip(columns, values, strict=True))
-        if text_at is not None and isinstance(row[text_at], str):
-            found["kwargs_json"] = row[text_at]  # the JSON text, before its converter
-        claimed.append(found)
-    claimed.sort(key=lambda values: (-values["priority"], values["run_at"]))
+        for i, convert in plan:
+            values[i] = convert(values[i])
+        text = row[text_at] if text_at is not None else None
+        values.append(text if isinstance(text, str) else None)
+        claimed.append(values)
+    priority, run_at = columns.index("priority"), columns.index("run_at")
+    claimed.sort(key=lambda values: (-values[priority], values[run_at]))
     return claimed
 
 
-def _as_utc(value: datetime | None, expression: Any, connection: BaseDatabaseWrapper) -> Any:
-    """A converter: UTC wall time read from the database, made aware again."""
+def _conversions(
+    connection: BaseDatabaseWrapper, columns: tuple[str, ...]
+) -> list[tuple[int, Callable[[Any], Any]]]:
+    """Per column that needs one, the function that turns a value read into the ORM's: the
+    ``utc`` columns made aware, an empty JSON object decoded without the decoder, the rest
+    through the ORM's own converters."""
+    utc = utc_columns(connection, columns)
+    plan: list[tuple[int, Callable[[Any], Any]]] = []
+    for i, (name, (fns, expression)) in enumerate(
+        zip(columns, _converters(connection, columns), strict=True)
+    ):
+        if name in utc:
+            plan.append((i, _as_utc))
+        elif fns:
+            convert = partial(_convert, fns, expression, connection)
+            plan.append((i, partial(_json_object, convert) if name == "kwargs" else convert))
+    return plan
+
+
+def _convert(fns: list[Any], expression: Any, connection: BaseDatabaseWrapper, value: Any) -> Any:
+    for convert in fns:
+        value = convert(value, expression, connection)
+    return value
+
+
+def _json_object(convert: Callable[[Any], Any], value: Any) -> Any:
+    """``convert(value)``; but ``{}``, the kwargs of most tasks, costs no JSON decoding."""
+    return {} if value == "{}" else convert(value)
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    """UTC wall time read from the database, made aware again."""
     return None if value is None else value.replace(tzinfo=timezone.utc)
 
 

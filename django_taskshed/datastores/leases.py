@@ -32,6 +32,7 @@ CLAIM_FIELDS = (
     "max_retries", "timeout", "attempts", "updated_at", "cron", "timezone", "on_nonexistent",
     "on_ambiguous", "group_id", "priority", "abandoned_by",
 )  # fmt: skip
+KWARGS_AT = CLAIM_FIELDS.index("kwargs")
 LEASE_CLEARED = {"lease_owner": None, "lease_expires_at": None, "claim_token": None}
 
 
@@ -116,13 +117,16 @@ class LeaseOperations(TaskOperations):
         if hotpath.can_claim(connections[self.using]):
             # One statement is atomic by itself: no transaction around it, no round trip to commit.
             picked = due.values("task_id")[:limit]
-            rows = hotpath.claim(picked, CLAIM_FIELDS, worker_id, token, expires)
+            claims = [
+                ClaimedTask(*values, token, text or _json_text(values[KWARGS_AT]))
+                for *values, text in hotpath.claim(picked, CLAIM_FIELDS, worker_id, token, expires)
+            ]
         else:
             rows = self._claim_in_transaction(due, limit, worker_id, token, expires)
-        for row in rows:
-            if "kwargs_json" not in row:  # no text read: encoded now, before a callback runs
-                row["kwargs_json"] = _json_text(row["kwargs"])
-        claims = [ClaimedTask(claim_token=token, **row) for row in rows]
+            claims = [
+                ClaimedTask(claim_token=token, kwargs_json=_json_text(row["kwargs"]), **row)
+                for row in rows
+            ]
         if taskshed_settings.HISTORY and any(claim.abandoned_by for claim in claims):
             self._record_abandoned(claims, now)
         return claims
