@@ -89,10 +89,11 @@ async def run_claim(
     """
     if claim.abandoned_by and claim.attempts > retry_limit(claim):
         return await given_up(claim, executor, using or taskshed_settings.DATABASE)
-    early = (claim.run_at - timezone.now()).total_seconds()
+    started = timezone.now()
+    early = (claim.run_at - started).total_seconds()
     if early > 0:
         await asyncio.sleep(early)
-    started = timezone.now()
+        started = timezone.now()
     about = {
         "task_id": claim.task_id, "callback": claim.callback, "scheduled_for": claim.run_at,
         "started_at": started, "attempt": claim.attempts + 1, "worker_id": worker_id,
@@ -100,7 +101,8 @@ async def run_claim(
     current_run.set(CurrentRun(claim, started, worker_id))
     if metrics is not None:
         metrics.run_started(claim.callback, started - claim.run_at)
-    await signals.asend(signals.task_started, **about)
+    if signals.task_started.receivers:
+        await signals.asend(signals.task_started, **about)
     try:
         func = resolve(callbacks, claim)
         if not is_coroutine_function(func):
@@ -185,9 +187,10 @@ async def _finish(
         await sync_to_async(close_broken)()
     if metrics is not None:
         metrics.run_finished(about["callback"], kind, finished - about["started_at"])
-    await signals.asend(
-        signals.task_finished, finished_at=finished, outcome=kind, exception=exc, **about
-    )
+    if signals.task_finished.receivers:
+        await signals.asend(
+            signals.task_finished, finished_at=finished, outcome=kind, exception=exc, **about
+        )
     return finished
 
 
