@@ -7,6 +7,7 @@ index up to now and sorted. PostgreSQL's planner chooses from its statistics; on
 MySQL the datastore chooses (``LeaseOperations.claimable``).
 """
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -191,3 +192,22 @@ def test_a_claim_writes_no_index_entry_where_the_page_has_room():
         updated, hot = (after - was for after, was in zip(cursor.fetchone(), before, strict=True))
     assert len(claims) == 10
     assert (updated, hot) == (10, 10)
+
+
+@pytest.mark.parametrize("kind", ["delete", "update"])
+def test_a_settle_finds_its_rows_by_primary_key(kind):
+    """PostgreSQL's settle statement (the fenced write of a batch of results, with the insert of
+    their history rows) reads the task table by its primary key, not by a scan of the table."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the one-statement settle is PostgreSQL's")
+    fill(due=FUTURE, future=100, priorities=(0,))
+    now = timezone.now().isoformat()
+    run = ["t1", "noop", None, now, now, now, "succeeded", 1, "w", "", "", None, False, 0]
+    rows = [[f"t{n}", "t" * 32, now, *([] if kind == "delete" else [now]), [run + [None] * 3]]
+            for n in range(1, 11)]  # fmt: skip
+    statement = (
+        hotpath.delete_sql(True) if kind == "delete" else hotpath.update_sql(("run_at",), True)
+    )
+    plan = explain(statement, [json.dumps(rows), "w"])
+    table = Task._meta.db_table
+    assert f"Index Scan using {table}_pkey" in plan and f"Seq Scan on {table}" not in plan, plan
