@@ -117,10 +117,11 @@ class LeaseOperations(TaskOperations):
         if hotpath.can_claim(connections[self.using]):
             # One statement is atomic by itself: no transaction around it, no round trip to commit.
             picked = due.values("task_id")[:limit]
-            claims = [
-                ClaimedTask(*values, token, text or _json_text(values[KWARGS_AT]))
-                for *values, text in hotpath.claim(picked, CLAIM_FIELDS, worker_id, token, expires)
-            ]
+            read = hotpath.claim(picked, CLAIM_FIELDS, worker_id, token, expires)
+            for values in read:  # the kwargs' text last: the token, then it (encoded if not read)
+                text = values.pop()
+                values += [token, text or _json_text(values[KWARGS_AT])]
+            claims = [ClaimedTask(*values) for values in read]
         else:
             rows = self._claim_in_transaction(due, limit, worker_id, token, expires)
             claims = [
