@@ -25,11 +25,12 @@ from django.utils import timezone
 
 from django_taskshed.datastores import DjangoDataStore, Outcome
 from django_taskshed.datastores.leases import CLAIM_FIELDS
-from django_taskshed.models import Task, TaskExecutionTime, WorkerRecord
+from django_taskshed.models import Task, TaskExecutionTime, TaskRun, WorkerRecord
 from django_taskshed.registry import get_callbacks, worker_callbacks
 from django_taskshed.schedulers import AsyncScheduler, SyncScheduler
 from django_taskshed.workers import EventDrivenWorker
 from django_taskshed.workers import worker as worker_module
+from django_taskshed.workers.history import run_row
 from tests.conftest import package_apps
 from tests.test_cron import dst_table
 from tests.waiting import eventually
@@ -589,10 +590,13 @@ def test_claim_returns_the_rows_as_stored():
     assert claim.claim_token == Task.objects.get(pk="full").claim_token
 
 
-def test_settle_writes_what_it_still_holds_and_reports_the_rest():
+@pytest.mark.parametrize("history", [False, True], ids=["no history", "with history"])
+def test_settle_writes_what_it_still_holds_and_reports_the_rest(history):
     """One batch: finished one-offs, moved recurring tasks and a failure are written; a task
     edited while it ran keeps the edit (lease cleared, last_run_at stamped); a task whose
-    lease went to another claim is left exactly as it is."""
+    lease went to another claim is left exactly as it is. With history rows, each written
+    result has its run recorded once, and a lost one none (on PostgreSQL the three kinds of
+    write go in one transaction, the edited task by the general path)."""
     now = timezone.now()
     later = now + timedelta(hours=1)
     ids = ["done-1", "done-2", "moved", "failing", "edited", "lost"]
@@ -615,6 +619,13 @@ def test_settle_writes_what_it_still_holds_and_reports_the_rest():
         Outcome(claims["edited"], delete=True),
         Outcome(claims["lost"], delete=True),
     ]
+    if history:
+        outcomes = [
+            Outcome(
+                o.claim, o.delete, o.changes, (run_row(o.claim, o, "succeeded", now, now, "w1"),)
+            )
+            for o in outcomes
+        ]
 
     report = STORE.settle("w1", outcomes)
 
@@ -628,7 +639,10 @@ def test_settle_writes_what_it_still_holds_and_reports_the_rest():
         assert_lease_free(rows[task_id])
     assert rows["edited"].last_run_at is not None
     assert rows["lost"].__dict__ | {"_state": None} == lost_before.__dict__ | {"_state": None}
+    recorded = sorted(TaskRun.objects.values_list("task_id", flat=True))
+    assert recorded == (sorted(set(ids) - {"lost"}) if history else [])
     assert STORE.settle("w1", outcomes[:1]).lost == ["done-1"]
+    assert TaskRun.objects.count() == len(recorded)
 
 
 # --- registration and options ------------------------------------------------------------------
