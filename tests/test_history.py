@@ -13,6 +13,7 @@ from django_taskshed.models import RunOutcome, Task, TaskRun
 from django_taskshed.schedulers import AsyncScheduler, SyncScheduler
 from django_taskshed.workers import EventDrivenWorker
 from django_taskshed.workers.history import run_row
+from django_taskshed.workers.runner import failed
 from tests.conftest import package_apps
 from tests.waiting import eventually
 
@@ -212,6 +213,25 @@ def test_settled_runs_are_recorded_exactly_as_given(kind):
     assert [tuple(row) for row in recorded] == expected
     if kind == "update":
         assert Task.objects.values_list("run_at", "lease_owner").get() == (later, None)
+
+
+def test_a_nul_character_in_an_error_or_a_result_does_not_hold_back_the_result():
+    """PostgreSQL stores no NUL in text or jsonb: the error keeps it escaped, and a result
+    holding one is left out of the history (as one too big would be), so the run's result and
+    its history row are written."""
+    store = DjangoDataStore()
+    claim = claimed(store, "nul")["nul"]
+    now = timezone.now()
+    outcome = failed(claim, ValueError("bad\x00byte"), now, now, max_retries=0, backoff=1.0)
+    run = run_row(claim, outcome, "failed", now, now, "w1", {"text": "a\x00b"})
+    report = store.settle("w1", [Outcome(claim, False, outcome.changes, (run,))])
+    assert (report.settled, report.lost, report.edited) == (1, [], [])
+    task = Task.objects.get(pk="nul")
+    assert task.failed_at is not None and task.last_error == "ValueError: bad\\x00byte"
+    assert task.last_traceback.endswith("ValueError: bad\\x00byte\n")
+    recorded = TaskRun.objects.get(task_id="nul")
+    assert recorded.error == task.last_error
+    assert recorded.return_value is None and recorded.return_value_omitted
 
 
 REFUSE_RUNS = {

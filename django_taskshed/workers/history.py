@@ -22,7 +22,8 @@ INLINE_CRON_SPAN = timedelta(hours=6)
 
 def storable(value: Any) -> tuple[str | None, bool]:
     """``value`` as JSON text the history keeps, and whether it was left out: only JSON
-    within ``HISTORY_MAX_RESULT_BYTES`` is kept."""
+    within ``HISTORY_MAX_RESULT_BYTES`` is kept, and none with a NUL character in a string
+    (PostgreSQL's ``jsonb`` refuses ``\\u0000``)."""
     if value is None:
         return None, False
     try:
@@ -30,6 +31,8 @@ def storable(value: Any) -> tuple[str | None, bool]:
     except (TypeError, ValueError):
         return None, True
     if len(text) > taskshed_settings.HISTORY_MAX_RESULT_BYTES:  # ASCII: one byte a character
+        return None, True
+    if "\\u0000" in text:
         return None, True
     return text, False
 

@@ -316,7 +316,13 @@ def error_line(exc: BaseException) -> str:
     name = kind.__qualname__
     if kind.__module__ not in ("builtins", "__main__", "django_taskshed.exceptions"):
         name = f"{kind.__module__}.{name}"
-    return f"{name}: {exc}".splitlines()[0][:ERROR_MAX_CHARS]
+    return storable_text(f"{name}: {exc}".splitlines()[0])[:ERROR_MAX_CHARS]
+
+
+def storable_text(text: str) -> str:
+    """``text`` with its NUL characters written as ``\\x00``: PostgreSQL's text holds none,
+    and one in an error would keep the run's result from being written at all."""
+    return text.replace("\x00", "\\x00") if "\x00" in text else text
 
 
 def user_traceback(exc: BaseException) -> str:
@@ -324,7 +330,7 @@ def user_traceback(exc: BaseException) -> str:
     tb = exc.__traceback__
     while tb is not None and tb.tb_next is not None and _internal(tb.tb_frame.f_code.co_filename):
         tb = tb.tb_next
-    return "".join(traceback.format_exception(type(exc), exc, tb))
+    return storable_text("".join(traceback.format_exception(type(exc), exc, tb)))
 
 
 def _internal(filename: str) -> bool:
