@@ -4,6 +4,7 @@ import asyncio
 import concurrent.futures
 import logging
 import os
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Coroutine
@@ -27,16 +28,17 @@ SEND_TIMEOUT = 0.5  # seconds a failing layer may hold up the caller
 RETRY_MIN, RETRY_MAX = 0.2, 5.0  # seconds between attempts to rejoin the layer
 
 
-def _idle_timeouts() -> tuple[type[BaseException], ...]:
-    """What a layer raises when a receive simply found nothing in time."""
-    try:
-        from redis.exceptions import TimeoutError as RedisTimeoutError
-    except ImportError:  # no channels_redis here
-        return (TimeoutError, asyncio.TimeoutError)
-    return (TimeoutError, asyncio.TimeoutError, RedisTimeoutError)
+def idle_timeout(exc: BaseException) -> bool:
+    """Whether a layer's receive raised ``exc`` because it simply found nothing in time: a
+    timeout, Python's or redis' (channels_redis). redis is not imported for the question (a
+    process with another layer, or none, would carry its ~60 modules, ~6 MB): an error of
+    redis' can only come once redis is loaded."""
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return True
+    redis_errors = sys.modules.get("redis.exceptions")
+    return redis_errors is not None and isinstance(exc, redis_errors.TimeoutError)
 
 
-IDLE_TIMEOUTS = _idle_timeouts()
 CLOSE_ATTEMPTS = 5
 
 
@@ -302,13 +304,13 @@ class GroupListener:
             except (ValueError, TypeError) as exc:  # a message the layer could not decode
                 logger.warning("dropped an undecodable message on group %s: %s", self.group, exc)
                 continue
-            except IDLE_TIMEOUTS:
-                # Nothing came within the layer's own read timeout (channels_redis: 5 s, raised
-                # as redis' TimeoutError): an idle layer, not an outage. Listen again at once,
-                # still a member: backing off here is what made idle workers late.
-                backoff = RETRY_MIN
-                continue
             except Exception as exc:
+                if idle_timeout(exc):
+                    # Nothing came within the layer's own read timeout (channels_redis: 5 s,
+                    # raised as redis' TimeoutError): an idle layer, not an outage. Listen
+                    # again at once, still a member: backing off here made idle workers late.
+                    backoff = RETRY_MIN
+                    continue
                 self.joined.clear()
                 logger.warning("channel layer unavailable (%s); retrying in %.1f s", exc, backoff)
                 await asyncio.sleep(backoff)

@@ -12,6 +12,9 @@ import asyncio
 import importlib.util
 import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -27,13 +30,14 @@ from channels.layers import BaseChannelLayer, InMemoryChannelLayer
 from django.core.checks import Error
 from django.db import transaction
 from django.utils import timezone
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from django_taskshed import notifications
 from django_taskshed.checks import check_settings
 from django_taskshed.datastores import DjangoDataStore
 from django_taskshed.models import Task, TaskExecutionTime
 from django_taskshed.notifications import (
-    IDLE_TIMEOUTS,
     MESSAGE_TYPE,
     SEND_TIMEOUT,
     GroupListener,
@@ -720,8 +724,43 @@ class IdleLayer(InMemoryChannelLayer):
     async def receive(self, channel: str) -> dict[str, Any]:
         if self.idle > 0:
             self.idle -= 1
-            raise IDLE_TIMEOUTS[-1]("Timeout reading from the layer")
+            raise RedisTimeoutError("Timeout reading from the layer")
         return await super().receive(channel)
+
+
+@pytest.mark.parametrize(
+    ("exc", "idle"),
+    [
+        (TimeoutError("read"), True),
+        (asyncio.TimeoutError(), True),
+        (RedisTimeoutError("Timeout reading from the layer"), True),
+        (RedisConnectionError("Connection refused"), False),
+        (OSError("unreachable"), False),
+    ],
+)
+def test_only_a_timeout_is_an_idle_receive(exc, idle):
+    assert notifications.idle_timeout(exc) is idle
+
+
+def test_importing_the_app_does_not_import_redis():
+    """A process with the in-memory layer, or none, carries none of redis' modules (~6 MB)."""
+    code = (
+        "import sys, django; django.setup();"
+        " import django_taskshed.notifications, django_taskshed.schedulers;"
+        " from django_taskshed.workers import EventDrivenWorker;"
+        " from django.core.management import load_command_class;"
+        " load_command_class('django_taskshed', 'runtaskworker');"
+        " print(sorted(m for m in sys.modules if m == 'redis' or m.startswith('redis.')))"
+    )
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "TASKSHED_TEST_LAYER": "memory",
+    }
+    found = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert found.stdout.strip() == "[]", found.stdout + found.stderr
 
 
 async def test_an_idle_layer_is_not_an_outage(caplog):
