@@ -23,7 +23,8 @@ INLINE_CRON_SPAN = timedelta(hours=6)
 def storable(value: Any) -> tuple[str | None, bool]:
     """``value`` as JSON text the history keeps, and whether it was left out: only JSON
     within ``HISTORY_MAX_RESULT_BYTES`` is kept, and none with a NUL character in a string
-    (PostgreSQL's ``jsonb`` refuses ``\\u0000``)."""
+    (PostgreSQL's ``jsonb`` refuses ``\\u0000``; a string holding that escape as text is left
+    out too)."""
     if value is None:
         return None, False
     try:
