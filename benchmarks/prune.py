@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import bench_callbacks, bench_settings  # noqa: E402
 from benchmarks.bench_common import (  # noqa: E402
     REPO_ROOT,
+    RUN_TABLE,
     PostgresTarget,
     epoch_datetime,
     fill_defaults,
@@ -46,7 +47,6 @@ from benchmarks.bench_common import (  # noqa: E402
 )
 
 PG_DATABASE = "taskshed_bench_prune"
-RUN_TABLE = "django_taskshed_taskrun"
 TARGET_P99_STALL_MS = 100.0  # issue #10: pruning adds at most this to the claims' p99
 ROWS_AGE_DAYS = 60  # the filled runs started this long ago, one second apart, and later
 KEEP_AGE_DAYS = 5  # the recent runs (--keep), which the prune leaves, started this long ago

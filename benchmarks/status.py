@@ -24,6 +24,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.bench_common import (  # noqa: E402
+    RUN_TABLE,
     PostgresTarget,
     fill_defaults,
     fmt,
@@ -35,9 +36,9 @@ from benchmarks.bench_common import (  # noqa: E402
     session,
     wait_quiet,
 )
+from benchmarks.bench_common import TABLE as TASK_TABLE  # noqa: E402
 
 PG_DATABASE = "taskshed_bench_status"
-TASK_TABLE, RUN_TABLE = "django_taskshed_task", "django_taskshed_taskrun"
 TARGET_SECONDS = 1.0  # the issue: the command answers in under a second at 1,000,000 tasks
 QUEUES = "ARRAY['default', 'mail', 'media', 'reports', 'bulk']"
 

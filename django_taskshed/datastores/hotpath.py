@@ -46,6 +46,14 @@ FENCE_CONDITION = (
     """AND t."updated_at" = (o.row->>2)::timestamptz"""
 )
 ROWS = "jsonb_array_elements(%s::jsonb) AS o(row)"
+# The history's column types that text is not assigned to without a cast.
+RUN_CASTS = {
+    "DateTimeField": "timestamptz",
+    "PositiveIntegerField": "int4",
+    "IntegerField": "int4",
+    "BooleanField": "bool",
+    "JSONField": "jsonb",
+}
 
 
 def _qn(name: str) -> str:
@@ -248,16 +256,6 @@ def _run_casts() -> list[str]:
         internal = TaskRun._meta.get_field(name).get_internal_type()
         casts.append(RUN_CASTS.get(internal, ""))
     return casts
-
-
-# The history's column types that text is not assigned to without a cast.
-RUN_CASTS = {
-    "DateTimeField": "timestamptz",
-    "PositiveIntegerField": "int4",
-    "IntegerField": "int4",
-    "BooleanField": "bool",
-    "JSONField": "jsonb",
-}
 
 
 def delete_fenced(

@@ -280,7 +280,7 @@ class LeaseOperations(TaskOperations):
                 groups.setdefault(tuple(sorted(outcome.changes)), []).append(outcome)
         if not groups:
             return 0
-        history = any(outcome.runs for outcome in by_id.values())
+        history = any(outcome.runs for group in groups.values() for outcome in group)
         try:
             written = self._write_fenced(worker_id, groups, history)
         except DatabaseError:
