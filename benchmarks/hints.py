@@ -10,9 +10,13 @@ of this run's own) and the default settings unless said. Three parts:
 
 (a) ``add_task`` with 0, 1 and 4 listening workers: ``--adds`` single ``await
     AsyncScheduler.add_task`` calls (and as many ``SyncScheduler.add_task`` calls) of tasks due
-    1 to 16 minutes ahead, against as many ``Task.objects.create()`` of the same rows
+    1 to 16 minutes ahead, against as many ``Task.objects.create()`` (and ``await
+    Task.objects.acreate()``, the async ORM's same hop to Django's sync thread) of the same rows
     (django_taskshed's receivers off: Django's own insert), medians of ``--runs``, order rotated,
-    each on an emptied task table; the group sends of this process are counted.
+    each on an emptied task table; the group sends of this process are counted. Hints that the
+    workers' re-read times decide are looked up and sent on the package's hints thread, during
+    the adds; what is still on its way after the last add is delivered, untimed, before the
+    next operation.
 (b) worker CPU per hint, with 1 and 4 listening workers (``POLL_INTERVAL`` 60 s, idle): user +
     system time of each worker (/proc) over ``--hints`` ``add_task`` calls of tasks an hour
     ahead (hints that cannot move a worker's deadline), minus its CPU over as long a window
@@ -187,7 +191,12 @@ class Bench:
 
     def time_adds(self, listeners: int) -> None:
         from django_taskshed.models import Task
+        from django_taskshed.notifications import HINTS
         from django_taskshed.schedulers import SyncScheduler
+
+        def delivered() -> None:
+            if not HINTS.flush(30):
+                raise RuntimeError("hints still on their way after 30 s")
 
         manager = Task.objects.using(self.target.alias)
         async_add = self.scheduler().add_task
@@ -224,15 +233,29 @@ class Bench:
                     manager.create(**call)
                 return time.perf_counter() - started
 
-        operations = [("async", time_async), ("sync", time_sync), ("create", time_create)]
+        async def run_acreate(calls: list[dict[str, Any]]) -> None:
+            for call in calls:
+                await manager.acreate(**call)
+
+        def time_acreate() -> float:
+            calls = rows()
+            with receivers_muted(Task):
+                return asyncio.run(timed_coroutine(run_acreate, calls))
+
+        operations = [
+            ("async", time_async), ("sync", time_sync), ("create", time_create),
+            ("acreate", time_acreate),
+        ]  # fmt: skip
         for _key, timer in operations:  # warm-up, untimed
             timer()
+            delivered()
             empty(self.target)
         sends_before = self.sends.count
         for run in range(self.args.runs):
             shift = run % len(operations)
             for key, timer in operations[shift:] + operations[:shift]:
                 self.results.adds.setdefault((listeners, key), []).append(timer())
+                delivered()
                 empty(self.target)
         self.results.sends[listeners] = self.sends.count - sends_before
         self.results.load[f"a{listeners}"] = load_average()
@@ -369,22 +392,25 @@ def print_adds(bench: Bench) -> None:
     print(f"-- (a) {n} single adds of tasks due 1-16 min ahead; medians of {bench.args.runs}")
     header = [
         "listening workers", "add_task async µs", "add_task sync µs", "create() µs",
-        "async/create", "sync/create", "group sends", "busy before", "load 1/5/15",
+        "acreate() µs", "async/create", "sync/create", "async/acreate", "group sends",
+        "busy before", "load 1/5/15",
     ]  # fmt: skip
     rows = []
     for listeners in LISTENERS:
         if (listeners, "create") not in r.adds:
             continue
         med = {
-            key: statistics.median(r.adds[(listeners, key)]) for key in ("async", "sync", "create")
+            key: statistics.median(r.adds[(listeners, key)])
+            for key in ("async", "sync", "create", "acreate")
         }
         rows.append([
             str(listeners), us(med["async"], n), us(med["sync"], n), us(med["create"], n),
-            f"{med['async'] / med['create']:.2f}x", f"{med['sync'] / med['create']:.2f}x",
+            us(med["acreate"], n), f"{med['async'] / med['create']:.2f}x",
+            f"{med['sync'] / med['create']:.2f}x", f"{med['async'] / med['acreate']:.2f}x",
             str(r.sends.get(listeners, 0)), f"{r.busy.get(f'a{listeners}', 0):.2f}",
             r.load.get(f"a{listeners}", ""),
         ])  # fmt: skip
-    print_table(header, rows, left={0, 8})
+    print_table(header, rows, left={0, 10})
 
 
 def print_cpu(bench: Bench) -> None:

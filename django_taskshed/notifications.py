@@ -1,6 +1,7 @@
 """The "task changed" transport: one message type sent to a Channels group after each commit."""
 
 import asyncio
+import atexit
 import concurrent.futures
 import logging
 import os
@@ -19,7 +20,7 @@ from django.utils import timezone
 
 from .conf import taskshed_settings
 from .django_internals import on_commit_callbacks
-from .rereads import hint_needed
+from .rereads import hint_needed, worth_asking
 
 logger = logging.getLogger(__name__)
 
@@ -121,13 +122,20 @@ class _OneSend:
         _SendFailures.failed()
 
 
-async def asend_changed(run_at: datetime | None, send: _OneSend | None = None) -> None:
-    """Tell every worker in the group; a failure is logged, never raised."""
-    layer = channel_layer()
+async def asend_changed(
+    run_at: datetime | None,
+    send: _OneSend | None = None,
+    layer: Any = None,
+    group: str | None = None,
+) -> None:
+    """Tell every worker in the group (by default the configured layer and group); a failure
+    is logged, never raised."""
     if layer is None:
-        return
+        layer = channel_layer()
+        if layer is None:
+            return
     try:
-        await _within(layer.group_send(taskshed_settings.GROUP, changed_message(run_at)))
+        await _within(layer.group_send(group or taskshed_settings.GROUP, changed_message(run_at)))
     except Exception:
         (send or _OneSend()).failed()
     else:
@@ -145,20 +153,26 @@ async def _within(send: Coroutine[Any, Any, Any]) -> None:
 
 
 def hint_wanted(run_at: datetime | None, using: str) -> bool:
-    """Whether the group is to get the hint of a change committed on ``using`` (sync, after
-    the commit). Across processes, only if a worker's row does not already promise a read of
-    the schedule by ``run_at`` (``rereads``); the in-memory layer is always sent to."""
+    """Whether the caller is to send the hint of a change committed on ``using`` itself, at
+    once (sync, after the commit): on the in-memory layer, and across processes when the hint
+    has no time or is due within ``rereads.MIN_HORIZON``. A hint that the workers' re-read
+    times may make useless is handed to ``HINTS`` instead (looked up and sent off the caller's
+    thread): False."""
     layer = channel_layer()
     if layer is None:
         return False
-    return isinstance(layer, InMemoryChannelLayer) or hint_needed(run_at, using)
+    if isinstance(layer, InMemoryChannelLayer) or run_at is None or not worth_asking(run_at):
+        return True
+    HINTS.put(layer, taskshed_settings.GROUP, using, run_at)
+    return False
 
 
 def notify(
     run_at: datetime | None, worker: Wakeable | None = None, using: str | None = None
 ) -> None:
     """Wake the in-process worker directly, then the group (sync code, after a commit on
-    ``using``: given, a hint no worker needs is not sent, see ``hint_wanted``).
+    ``using``: given, a hint that the workers' re-read times may make useless goes to
+    ``HINTS``, which sends it only if a worker may need it, see ``rereads``).
 
     The message goes out from a long-lived sender thread, waiting at most a moment. The
     in-memory layer's queues belong to the receiving worker's event loop, which a send from
@@ -173,11 +187,17 @@ def notify(
         for local in list(LOCAL_WORKERS):
             if local is not worker:
                 local.update_schedule(run_at)
-    elif using is not None and not hint_needed(run_at, using):
+    elif using is not None and run_at is not None and worth_asking(run_at):
+        HINTS.put(layer, taskshed_settings.GROUP, using, run_at)
         return
+    _send_waiting(run_at, layer, taskshed_settings.GROUP)
+
+
+def _send_waiting(run_at: datetime | None, layer: Any, group: str) -> None:
+    """Send from the sender thread, waiting for it at most a moment; failures are logged."""
     send = _OneSend()
     try:
-        SENDER.submit(asend_changed(run_at, send)).result(SEND_TIMEOUT + 0.1)
+        SENDER.submit(asend_changed(run_at, send, layer, group)).result(SEND_TIMEOUT + 0.1)
     except Exception:
         send.failed()
 
@@ -207,6 +227,107 @@ class _SenderThread:
 
 
 SENDER = _SenderThread()
+
+
+class _Hints:
+    """Hints whose fate hangs on the workers' re-read times (``rereads``), each looked up and
+    sent (if a worker may need it) on a thread of this process's own, so that the change's
+    caller waits for neither the query nor the send.
+
+    Pending hints for one layer, group and database merge into one, of their earliest run_at:
+    a worker that reads the schedule again by it finds them all, and a hint sent for it makes
+    every worker read again. The thread gathers hints for ``GATHER`` seconds before it looks
+    (these are at least ``rereads.MIN_HORIZON`` ahead), so that a burst of changes costs one
+    query and at most one send, not one each. It closes its database connections once idle
+    for ``LINGER`` seconds; at exit, the pending hints are sent first (``flush``, at most
+    ``EXIT_WAIT`` seconds). A hint lost all the same (the process killed) is a lost message:
+    the workers' polls find its task.
+    """
+
+    GATHER = 0.01
+    LINGER = 1.0
+    EXIT_WAIT = 3.0
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._cond = threading.Condition()
+        self._pending: dict[tuple[Any, str, str], datetime] = {}
+        self._busy = False  # a batch taken and not yet delivered
+        self._close = False  # asked to close the thread's connections now
+        self._flushers = 0  # callers of flush() waiting: no gathering then
+        self._pid = 0
+
+    def put(self, layer: Any, group: str, using: str, run_at: datetime) -> None:
+        key = (layer, group, using)
+        with self._cond:
+            if self._pid != os.getpid():
+                self._pid = os.getpid()
+                threading.Thread(target=self._run, name="taskshed-hints", daemon=True).start()
+            earlier = self._pending.get(key)
+            self._pending[key] = run_at if earlier is None else min(earlier, run_at)
+            if earlier is None and len(self._pending) == 1:
+                self._cond.notify_all()  # the thread waits for a first hint (not while gathering)
+
+    def flush(self, timeout: float, close_connections: bool = False) -> bool:
+        """Wait until every pending hint is delivered (and, asked to, the thread's database
+        connections closed); False if ``timeout`` seconds were not enough."""
+        with self._cond:
+            if self._pid != os.getpid():
+                return True
+            self._close = self._close or close_connections
+            self._flushers += 1
+            self._cond.notify_all()
+            try:
+                return self._cond.wait_for(
+                    lambda: not (self._pending or self._busy or self._close), timeout
+                )
+            finally:
+                self._flushers -= 1
+
+    def _run(self) -> None:
+        connected = False
+        while True:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+                waiting = self.LINGER if connected else None
+                if not self._cond.wait_for(lambda: self._pending or self._close, waiting):
+                    self._close = True  # idle for LINGER
+                if self._pending:
+                    self._cond.wait_for(lambda: self._flushers > 0, self.GATHER)
+                batch, self._pending = self._pending, {}
+                close, self._busy = self._close and not batch, bool(batch) or self._close
+            for (layer, group, using), run_at in batch.items():
+                connected = True
+                self._deliver(layer, group, using, run_at)
+            if close:
+                connections.close_all()
+                connected = False
+                with self._cond:
+                    self._close = False
+
+    @staticmethod
+    def _deliver(layer: Any, group: str, using: str, run_at: datetime) -> None:
+        try:
+            needed = hint_needed(run_at, using)
+            connection = connections[using]
+            if connection.errors_occurred and connection.connection is not None:
+                if connection.is_usable():  # an error of the query's own
+                    connection.errors_occurred = False
+                else:
+                    connection.close()  # a broken connection: the next check connects anew
+        except Exception:  # not a database error (hint_needed answers those): a setting, say
+            logger.debug("could not read the workers' re-read times; sending", exc_info=True)
+            needed = True
+        if needed:
+            _send_waiting(run_at, layer, group)
+
+
+HINTS = _Hints()
+os.register_at_fork(after_in_child=HINTS._reset)
+atexit.register(HINTS.flush, _Hints.EXIT_WAIT)
 # Workers running in this process, woken directly by sync code when the layer is in-memory.
 LOCAL_WORKERS: "weakref.WeakSet[Any]" = weakref.WeakSet()
 

@@ -1,10 +1,13 @@
 """The pytest fixture ``taskshed_clock``: each test that asks for it runs inside a test clock.
+And after each test, the hints it left on their way are delivered (``_taskshed_hints``).
 
 Loaded by pytest through the ``pytest11`` entry point of the package (or with
 ``-p django_taskshed.pytest_plugin`` where plugin autoloading is off). It imports Django only
 when a test uses the fixture, so it costs other projects' test runs nothing.
 """
 
+import sys
+import warnings
 from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -32,3 +35,15 @@ def taskshed_clock(taskshed_clock_start: datetime) -> Iterator["TaskshedClock"]:
 
     with clock(taskshed_clock_start) as frozen:
         yield frozen
+
+
+@pytest.fixture(autouse=True)
+def _taskshed_hints() -> Iterator[None]:
+    """After each test, the hints still on their way (``notifications.HINTS``: a layer across
+    processes) are delivered and that thread's database connections closed, so that none
+    reaches the next test and the test database can be dropped at the end. Nothing to do in
+    a process that has not imported django_taskshed's notifications."""
+    yield
+    notifications = sys.modules.get("django_taskshed.notifications")
+    if notifications is not None and not notifications.HINTS.flush(10, close_connections=True):
+        warnings.warn("django_taskshed: hints still on their way after 10 s", stacklevel=1)

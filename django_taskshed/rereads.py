@@ -48,6 +48,12 @@ def _db_value(value: datetime | None, connection: BaseDatabaseWrapper) -> Any:
     return REREADS_AT.get_db_prep_value(value, connection)
 
 
+def worth_asking(run_at: datetime | None) -> bool:
+    """Whether ``hint_needed`` would ask the database about a hint of ``run_at``: it has a
+    time, at least ``MIN_HORIZON`` ahead (any other hint is sent unasked)."""
+    return run_at is not None and run_at >= timezone.now() + timedelta(seconds=MIN_HORIZON)
+
+
 def hint_needed(run_at: datetime | None, using: str) -> bool:
     """Whether a hint of a change committed on ``using`` may reach a worker that needs it.
 
@@ -55,7 +61,7 @@ def hint_needed(run_at: datetime | None, using: str) -> bool:
     makes the hint useless to that worker. No row at all: sent (nothing promises anything;
     a listener on the group that is not a worker gets every hint then). Any error: True.
     """
-    if run_at is None or run_at < timezone.now() + timedelta(seconds=MIN_HORIZON):
+    if not worth_asking(run_at):
         return True
     connection = connections[using]
     try:

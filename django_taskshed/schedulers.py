@@ -259,7 +259,7 @@ class AsyncScheduler(_SchedulerBase):
         self, operation: Callable[..., tuple[R, Change | None]], *args: Any
     ) -> tuple[R, Change | None, bool]:
         # Django's sync thread runs in autocommit here: the step has committed when it
-        # returns, so whether a worker needs the hint is read on the same thread, at once.
+        # returns, so the hint is routed at once (sent by the caller, or handed to HINTS).
         result, change = operation(*args)
         using = self.datastore.using
         return (

@@ -477,17 +477,46 @@ def sent(monkeypatch: pytest.MonkeyPatch, hungry_worker: Any) -> list[Any]:
     """The ``run_at`` hint of every group notification sent during the test, in order, with
     a registered worker that wants every hint (``hungry_worker``).
 
-    Both schedulers reach the channel layer through ``notifications.asend_changed``.
+    Both schedulers reach the channel layer through ``notifications.asend_changed``. The list
+    compares equal only after the hints handed to ``notifications.HINTS`` are delivered.
     """
     from django_taskshed import notifications
 
-    calls: list[Any] = []
+    calls = SentHints()
 
-    async def record(run_at: Any, send: Any = None) -> None:
+    async def record(run_at: Any, *args: Any) -> None:
         calls.append(run_at)
 
     monkeypatch.setattr(notifications, "asend_changed", record)
     return calls
+
+
+class SentHints(list):
+    """Hints sent; read, first waits for those still on the way (``HINTS``)."""
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @staticmethod
+    def _arrived() -> None:
+        from django_taskshed import notifications
+
+        assert notifications.HINTS.flush(10), "hints still pending after 10 s"
+
+    def __eq__(self, other: object) -> bool:
+        self._arrived()
+        return list.__eq__(self, other)
+
+    def __len__(self) -> int:
+        self._arrived()
+        return list.__len__(self)
+
+    def __getitem__(self, index: Any) -> Any:
+        self._arrived()
+        return list.__getitem__(self, index)
+
+    def __iter__(self) -> Any:
+        self._arrived()
+        return list.__iter__(self)
 
 
 # --- runtaskworker subprocesses --------------------------------------------------------------

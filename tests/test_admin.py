@@ -830,10 +830,12 @@ def notices(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, bool]]:
 
 
 def commit_rows(**kinds: list[str]) -> None:
-    """Rows for the transactional tests (these commit, and notify, before the test clears)."""
+    """Rows for the transactional tests (these commit, and notify, before the test clears:
+    their hints are delivered before this returns)."""
     for kind, task_ids in kinds.items():
         for task_id in task_ids:
             make_task(task_id, **state_fields(kind))
+    assert notifications.HINTS.flush(10)
 
 
 @pytest.mark.django_db(transaction=True)

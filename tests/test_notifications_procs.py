@@ -22,6 +22,7 @@ from django.utils import timezone
 from django_taskshed import notifications
 from django_taskshed.models import Task
 from django_taskshed.schedulers import SyncScheduler
+from tests.conftest import SentHints
 from tests.redis_support import (
     REDIS_SERVER,
     PrivateRedis,
@@ -94,10 +95,11 @@ def push_group(redis_url: str, settings: Any, monkeypatch: pytest.MonkeyPatch) -
 
 @pytest.fixture
 def group_sends(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
-    """Every group_send this process makes through channels_redis."""
+    """Every group_send this process makes through channels_redis (read, once the hints on
+    their way, ``notifications.HINTS``, are delivered)."""
     from channels_redis.core import RedisChannelLayer
 
-    calls: list[tuple[str, dict[str, Any]]] = []
+    calls: list[tuple[str, dict[str, Any]]] = SentHints()
     original = RedisChannelLayer.group_send
 
     async def spy(self: Any, group: str, message: dict[str, Any]) -> None:

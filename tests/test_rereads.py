@@ -115,6 +115,12 @@ def remote_layer(monkeypatch: pytest.MonkeyPatch) -> RemoteLayer:
     return layer
 
 
+def delivered(layer: RemoteLayer) -> list[Any]:
+    """The hints ``layer`` got, once those on the way (``notifications.HINTS``) arrived."""
+    assert notifications.HINTS.flush(10)
+    return layer.sent
+
+
 def add_sync(run_at: datetime, worker: Any = None) -> None:
     SyncScheduler(worker=worker).add_task("note", run_at=run_at)
 
@@ -135,9 +141,9 @@ def test_senders_skip_the_group_only_for_hints_no_worker_needs(remote_layer, add
     register("w", from_now(minutes=10))
     far, near = from_now(hours=1), from_now(minutes=5)
     adder(far)
-    assert remote_layer.sent == []
+    assert delivered(remote_layer) == []
     adder(near)
-    assert remote_layer.sent == [near]
+    assert delivered(remote_layer) == [near]
 
 
 @pytest.mark.parametrize("adder", [add_sync, add_async], ids=["SyncScheduler", "AsyncScheduler"])
@@ -147,7 +153,7 @@ def test_the_in_process_worker_is_woken_even_when_the_group_is_skipped(
     register("w", from_now(minutes=10))
     far = from_now(hours=1)
     adder(far, fake_worker)
-    assert (fake_worker.wakeups, remote_layer.sent) == ([far], [])
+    assert (fake_worker.wakeups, delivered(remote_layer)) == ([far], [])
 
 
 # --- the workers ---------------------------------------------------------------------------------
