@@ -3,6 +3,7 @@
 import asyncio
 import atexit
 import concurrent.futures
+import concurrent.futures.thread  # its exit hook registers before HINTS' (runs after it)
 import logging
 import os
 import sys
@@ -204,12 +205,20 @@ def _send_waiting(run_at: datetime | None, layer: Any, group: str) -> None:
 
 class _SenderThread:
     """An event loop on a daemon thread, kept for sends from sync code: a channel layer's
-    connections live per event loop, so one long-lived loop reuses them."""
+    connections live per event loop, so one long-lived loop reuses them.
+
+    It starts with one thread in its loop's default executor, in which asyncio resolves host
+    names: a send at interpreter exit (``HINTS``) can start no thread (Python 3.12 refuses,
+    even from another thread, as soon as the main thread has ended)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pid = 0
+
+    def start(self) -> None:
+        """Start the thread now, if it does not run in this process."""
+        self._running_loop()
 
     def submit(self, coroutine: Coroutine[Any, Any, None]) -> concurrent.futures.Future[None]:
         return asyncio.run_coroutine_threadsafe(coroutine, self._running_loop())
@@ -223,7 +232,17 @@ class _SenderThread:
                     target=self._loop.run_forever, name="taskshed-notify", daemon=True
                 )
                 thread.start()
+                started = asyncio.run_coroutine_threadsafe(_executor_thread(), self._loop)
+                try:
+                    started.result(SEND_TIMEOUT)
+                except Exception:  # it starts later, or a send at exit resolves no host name
+                    logger.debug("the sender's executor thread did not start", exc_info=True)
             return self._loop
+
+
+async def _executor_thread() -> None:
+    """Start the running loop's default executor's first thread (it stays, idle)."""
+    await asyncio.get_running_loop().run_in_executor(None, int)
 
 
 SENDER = _SenderThread()
@@ -265,6 +284,7 @@ class _Hints:
             if self._pid != os.getpid():
                 self._pid = os.getpid()
                 threading.Thread(target=self._run, name="taskshed-hints", daemon=True).start()
+                SENDER.start()  # no thread can start at exit, when the last hints may go
             earlier = self._pending.get(key)
             self._pending[key] = run_at if earlier is None else min(earlier, run_at)
             if earlier is None and len(self._pending) == 1:
@@ -327,7 +347,10 @@ class _Hints:
 
 HINTS = _Hints()
 os.register_at_fork(after_in_child=HINTS._reset)
-atexit.register(HINTS.flush, _Hints.EXIT_WAIT)
+# At exit, the hints on their way go first: before the thread pools shut down (threading's
+# exit hooks run in reverse order of registration, concurrent.futures' registered above), so
+# that asyncio can still resolve a host name; ``atexit`` where threading has no such hook.
+getattr(threading, "_register_atexit", atexit.register)(HINTS.flush, _Hints.EXIT_WAIT)
 # Workers running in this process, woken directly by sync code when the layer is in-memory.
 LOCAL_WORKERS: "weakref.WeakSet[Any]" = weakref.WeakSet()
 

@@ -17,6 +17,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 from django.db import connection, transaction
 from django.utils import timezone
 
+from django_taskshed import notifications
 from django_taskshed.datastores import DjangoDataStore
 from django_taskshed.datastores import tasks as tasks_module
 from django_taskshed.exceptions import InvalidTaskError, TaskshedError
@@ -744,14 +745,21 @@ async def test_add_callback_registers_with_the_worker(make_scheduler, fake_worke
 @db
 async def test_changes_wake_the_in_process_worker(make_scheduler, fake_worker, sent):
     scheduler = make_scheduler(worker=fake_worker)
-    await scheduler.add_task("add", run_at=T2, task_id="a", group_id="g")
-    await scheduler.add_tasks([row("b", T1, group_id="g"), row("c", T3)])
-    await scheduler.fetch_tasks(group_id="g")
-    await scheduler.pause_tasks(group_id="g")
-    await scheduler.pause_tasks(group_id="g")  # changes nothing
-    await scheduler.resume_tasks(task_ids=["a"])
-    await scheduler.update_execution_times([TaskExecutionTime("c", T0)])
-    await scheduler.remove_tasks(task_ids=["a", "b", "c"])
+    steps = [
+        lambda: scheduler.add_task("add", run_at=T2, task_id="a", group_id="g"),
+        lambda: scheduler.add_tasks([row("b", T1, group_id="g"), row("c", T3)]),
+        lambda: scheduler.fetch_tasks(group_id="g"),
+        lambda: scheduler.pause_tasks(group_id="g"),
+        lambda: scheduler.pause_tasks(group_id="g"),  # changes nothing
+        lambda: scheduler.resume_tasks(task_ids=["a"]),
+        lambda: scheduler.update_execution_times([TaskExecutionTime("c", T0)]),
+        lambda: scheduler.remove_tasks(task_ids=["a", "b", "c"]),
+    ]
+    for step in steps:
+        await step()
+        # Across processes, hints far ahead go out from notifications.HINTS, where they may
+        # merge with the next ones: each step's is delivered before the next step.
+        assert notifications.HINTS.flush(10)
     assert fake_worker.wakeups == [T2, T1, None, T2, T0, None]
     assert sent == fake_worker.wakeups
 
