@@ -1,5 +1,5 @@
 """The pytest fixture ``taskshed_clock``: each test that asks for it runs inside a test clock.
-And after each test, the hints it left on their way are delivered (``_taskshed_hints``).
+And after each test, the hints it left on their way are delivered (``pytest_runtest_teardown``).
 
 Loaded by pytest through the ``pytest11`` entry point of the package (or with
 ``-p django_taskshed.pytest_plugin`` where plugin autoloading is off). It imports Django only
@@ -37,13 +37,15 @@ def taskshed_clock(taskshed_clock_start: datetime) -> Iterator["TaskshedClock"]:
         yield frozen
 
 
-@pytest.fixture(autouse=True)
-def _taskshed_hints() -> Iterator[None]:
-    """After each test, the hints still on their way (``notifications.HINTS``: a layer across
-    processes) are delivered and that thread's database connections closed, so that none
-    reaches the next test and the test database can be dropped at the end. Nothing to do in
-    a process that has not imported django_taskshed's notifications."""
-    yield
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown() -> None:
+    """Before a test's fixtures are torn down, the hints it left on their way
+    (``notifications.HINTS``: a layer across processes) are delivered, so that none reaches the
+    next test, and that thread's database connections closed, so that the test database can
+    be dropped at the end (even of a session cut short). Nothing to do in a process that has
+    not imported django_taskshed's notifications."""
     notifications = sys.modules.get("django_taskshed.notifications")
-    if notifications is not None and not notifications.HINTS.flush(10, close_connections=True):
+    if notifications is None:
+        return
+    if not notifications.HINTS.flush(10, close_connections=True):
         warnings.warn("django_taskshed: hints still on their way after 10 s", stacklevel=1)
