@@ -160,12 +160,19 @@ def hint_wanted(run_at: datetime | None, using: str) -> bool:
     times may make useless is handed to ``HINTS`` instead (looked up and sent off the caller's
     thread): False."""
     layer = channel_layer()
-    if layer is None:
+    return layer is not None and not _handed_off(layer, run_at, using)
+
+
+def _handed_off(layer: Any, run_at: datetime | None, using: str | None) -> bool:
+    """Hand the hint to ``HINTS`` if the workers' re-read times decide it (a layer across
+    processes, a change committed on ``using``, at least ``rereads.MIN_HORIZON`` ahead);
+    whether it was."""
+    if isinstance(layer, InMemoryChannelLayer) or using is None or run_at is None:
         return False
-    if isinstance(layer, InMemoryChannelLayer) or run_at is None or not worth_asking(run_at):
-        return True
+    if not worth_asking(run_at):
+        return False
     HINTS.put(layer, taskshed_settings.GROUP, using, run_at)
-    return False
+    return True
 
 
 def notify(
@@ -188,8 +195,7 @@ def notify(
         for local in list(LOCAL_WORKERS):
             if local is not worker:
                 local.update_schedule(run_at)
-    elif using is not None and run_at is not None and worth_asking(run_at):
-        HINTS.put(layer, taskshed_settings.GROUP, using, run_at)
+    elif _handed_off(layer, run_at, using):
         return
     _send_waiting(run_at, layer, taskshed_settings.GROUP)
 
