@@ -196,11 +196,26 @@ def test_a_claim_writes_no_index_entry_where_the_page_has_room():
 
 @pytest.mark.parametrize("kind", ["delete", "update"])
 def test_a_settle_finds_its_rows_by_primary_key(kind):
-    """PostgreSQL's settle statement (the fenced write of a batch of results, with the insert of
-    their history rows) reads the task table by its primary key, not by a scan of the table."""
-    if connection.vendor != "postgresql":
-        pytest.skip("the one-statement settle is PostgreSQL's")
+    """The settle statement (the fenced write of a batch of results; on PostgreSQL with the
+    insert of their history rows) reads the task table by its primary key, not by a scan of
+    the table."""
+    if not hotpath.can_settle(connection):
+        pytest.skip("MySQL settles by the ORM path (a SELECT ... FOR UPDATE by primary key)")
     fill(due=FUTURE, future=100, priorities=(0,))
+    table = Task._meta.db_table
+    if connection.vendor == "sqlite":
+        now = connection.ops.adapt_datetimefield_value(timezone.now())
+        rows = [[f"t{n}", "t" * 32, now, *([] if kind == "delete" else [now])]
+                for n in range(1, 11)]  # fmt: skip
+        statement = (
+            hotpath.sqlite_delete_sql()
+            if kind == "delete"
+            else hotpath.sqlite_update_sql(("run_at",))
+        )
+        plan = explain(statement, [json.dumps(rows), "w"])
+        assert f"SEARCH {table} USING INDEX sqlite_autoindex_{table}_1 (task_id=?)" in plan, plan
+        assert f"SCAN {table}" not in plan, plan
+        return
     now = timezone.now().isoformat()
     run = ["t1", "noop", None, now, now, now, "succeeded", 1, "w", "", "", None, False, 0]
     rows = [[f"t{n}", "t" * 32, now, *([] if kind == "delete" else [now]), [run + [None] * 3]]
@@ -209,5 +224,4 @@ def test_a_settle_finds_its_rows_by_primary_key(kind):
         hotpath.delete_sql(True) if kind == "delete" else hotpath.update_sql(("run_at",), True)
     )
     plan = explain(statement, [json.dumps(rows), "w"])
-    table = Task._meta.db_table
     assert f"Index Scan using {table}_pkey" in plan and f"Seq Scan on {table}" not in plan, plan

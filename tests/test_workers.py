@@ -21,9 +21,10 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection, connections
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from django_taskshed.datastores import DjangoDataStore, Outcome
+from django_taskshed.datastores import DjangoDataStore, Outcome, hotpath
 from django_taskshed.datastores.leases import CLAIM_FIELDS
 from django_taskshed.models import Task, TaskExecutionTime, TaskRun, WorkerRecord
 from django_taskshed.registry import get_callbacks, worker_callbacks
@@ -643,6 +644,34 @@ def test_settle_writes_what_it_still_holds_and_reports_the_rest(history):
     assert recorded == (sorted(set(ids) - {"lost"}) if history else [])
     assert STORE.settle("w1", outcomes[:1]).lost == ["done-1"]
     assert TaskRun.objects.count() == len(recorded)
+
+
+def test_unedited_results_are_written_without_reading_their_rows_back():
+    """PostgreSQL and SQLite write a batch of unedited results with one fenced statement per
+    kind of write (a deletion, an update): the task table is not read first. On SQLite the
+    history rows follow in the same transaction."""
+    if not hotpath.can_settle(connection):
+        pytest.skip("MySQL settles by the ORM path: it reads the held rows first")
+    now = timezone.now()
+    SyncScheduler().add_tasks(
+        [Task(task_id=i, callback="x", run_at=now - timedelta(seconds=1)) for i in ("a", "b")]
+    )
+    claims = {claim.task_id: claim for claim in STORE.claim_due_tasks("w1", 10, 30)}
+    deleted = Outcome(claims["a"], delete=True)
+    moved = Outcome(claims["b"], changes={"run_at": now + timedelta(hours=1), "attempts": 0})
+    outcomes = [
+        Outcome(o.claim, o.delete, o.changes, (run_row(o.claim, o, "succeeded", now, now, "w1"),))
+        for o in (deleted, moved)
+    ]
+    with CaptureQueriesContext(connection) as queries:
+        report = STORE.settle("w1", outcomes)
+    assert (report.settled, report.edited, report.lost) == (2, [], [])
+    table = Task._meta.db_table
+    on_tasks = [q["sql"] for q in queries if f'"{table}"' in q["sql"]]
+    assert len(on_tasks) == 2, on_tasks
+    assert not any(sql.lstrip().upper().startswith("SELECT") for sql in on_tasks), on_tasks
+    assert list(Task.objects.values_list("task_id", "lease_owner")) == [("b", None)]
+    assert sorted(TaskRun.objects.values_list("task_id", flat=True)) == ["a", "b"]
 
 
 # --- registration and options ------------------------------------------------------------------

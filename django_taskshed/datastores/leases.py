@@ -236,7 +236,7 @@ class LeaseOperations(TaskOperations):
         """
         report = SettleReport()
         by_id = {outcome.claim.task_id: outcome for outcome in outcomes}
-        if by_id and connections[self.using].vendor == "postgresql":
+        if by_id and hotpath.can_settle(connections[self.using]):
             report.settled = self._settle_fenced(worker_id, by_id)
         if not by_id:
             return report
@@ -264,13 +264,14 @@ class LeaseOperations(TaskOperations):
         return report
 
     def _settle_fenced(self, worker_id: str, by_id: dict[str, Outcome]) -> int:
-        """PostgreSQL: write each kind of result in one statement fenced by claim and
-        ``updated_at``, which also records the history rows of what it wrote; what was written
-        leaves ``by_id``, the rest is for the general path.
+        """Write each kind of result in one statement fenced by claim and ``updated_at``; what
+        was written leaves ``by_id``, the rest is for the general path.
 
-        Should that fail (say, the history table refuses a row), the results are written again
+        On PostgreSQL the statement also records the history rows of what it wrote. Should
+        that fail (say, the history table refuses a row), the results are written again
         without their history, which is then written on its own and may fail alone (logged):
-        a history write never holds back a result.
+        a history write never holds back a result. On SQLite the history rows of what was
+        written follow in the same transaction, in a savepoint (``_record_runs``).
         """
         groups: dict[Any, list[Outcome]] = {}
         for outcome in by_id.values():
@@ -281,6 +282,13 @@ class LeaseOperations(TaskOperations):
         if not groups:
             return 0
         history = any(outcome.runs for group in groups.values() for outcome in group)
+        if connections[self.using].vendor == "sqlite":
+            with transaction.atomic(using=self.using):
+                written = self._write_groups(worker_id, groups, history=False)
+                self._record_runs([by_id[task_id] for task_id in written])
+            for task_id in written:
+                del by_id[task_id]
+            return len(written)
         try:
             written = self._write_fenced(worker_id, groups, history)
         except DatabaseError:
@@ -306,14 +314,19 @@ class LeaseOperations(TaskOperations):
         ``history``; several share a transaction (one needs none, nor a round trip to commit),
         so that a failure part-way leaves the whole batch to be written again. Within a
         caller's transaction they take a savepoint, so that a failure leaves it usable."""
-        written: set[str] = set()
         atomic = len(groups) > 1 or connections[self.using].in_atomic_block
         with transaction.atomic(using=self.using) if atomic else nullcontext():
-            for columns, group in groups.items():
-                if columns is None:
-                    written |= hotpath.delete_fenced(self.using, worker_id, group, history)
-                else:
-                    written |= hotpath.update_fenced(self.using, worker_id, group, columns, history)
+            return self._write_groups(worker_id, groups, history)
+
+    def _write_groups(
+        self, worker_id: str, groups: dict[Any, list[Outcome]], history: bool
+    ) -> set[str]:
+        written: set[str] = set()
+        for columns, group in groups.items():
+            if columns is None:
+                written |= hotpath.delete_fenced(self.using, worker_id, group, history)
+            else:
+                written |= hotpath.update_fenced(self.using, worker_id, group, columns, history)
         return written
 
     def _record_runs(self, outcomes: list[Outcome]) -> None:

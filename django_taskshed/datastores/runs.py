@@ -11,6 +11,7 @@ from ..conf import taskshed_settings
 from ..django_internals import delete_without_signals, driver_cursor
 from ..models import RunOutcome, TaskRun
 from ..occurrences import Missed
+from .times import utc_text
 
 # A row, as the worker builds it (workers/history.py): these columns, in this order; missed,
 # missed_from and missed_until are 0/None for an attempt.
@@ -89,11 +90,14 @@ def insert_runs(connection: BaseDatabaseWrapper, rows: list[tuple[Any, ...]]) ->
                     copy.write_row(row)
             return
         marks = ", ".join(["%s"] * len(RUN_COLUMNS))
-        adapt = connection.ops.adapt_datetimefield_value
-        adapted = [
-            [adapt(value) if i in DATETIMES else value for i, value in enumerate(row)]
-            for row in rows
-        ]
+        adapt = utc_text(connection)
+        adapted = []
+        for row in rows:
+            values = list(row)
+            for i in DATETIMES:
+                if values[i] is not None:
+                    values[i] = adapt(values[i])
+            adapted.append(values)
         cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", adapted)
 
 
