@@ -4,7 +4,8 @@ import asyncio
 import threading
 
 import pytest
-from django.db import Error, connections
+from django.db import Error, IntegrityError, connections
+from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
 from django_taskshed.models import WorkerRecord
@@ -181,3 +182,27 @@ async def test_a_closed_thread_refuses_grouped_steps():
     await db.close()
     with pytest.raises(RuntimeError):
         await db.run_grouped(select_one)
+
+
+async def test_a_step_that_swallows_a_database_error_is_told_that_nothing_was_kept():
+    """A query that fails inside the group's transaction marks it for rollback even when the
+    step catches the error: its savepoint is rolled back, so the step fails for its caller
+    instead of returning a result that was not kept; the other steps are kept."""
+    db = DatabaseThread(USING, "test-db", group_commits=True)
+
+    def swallowing() -> str:
+        add_worker_row("swallowed")
+        try:
+            add_worker_row("swallowed")  # the same primary key again
+        except IntegrityError:
+            pass
+        return "looks fine"
+
+    try:
+        held, swallowed = await grouped_behind_a_held_step(db, swallowing)
+        assert held is not None
+        assert isinstance(swallowed, TransactionManagementError), swallowed
+        rows = WorkerRecord.objects.using(USING).values_list("worker_id", flat=True)
+        assert [row async for row in rows] == ["held"]
+    finally:
+        await db.close()

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from django.db import Error, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.transaction import TransactionManagementError
 
 logger = logging.getLogger(__name__)
 
@@ -77,19 +78,23 @@ class DatabaseThread:
         errors) go to their callers. A failed transaction fails every step in it."""
         steps = self._take(self.GROUP_MAX)
         done: list[tuple[_Step, Any, BaseException | None]] = []
+        connection = connections[self.using]
         try:
             with transaction.atomic(using=self.using):
                 while len(done) < len(steps):
                     step = steps[len(done)]
                     try:
                         with transaction.atomic(using=self.using):
-                            done.append((step, self._call(step.func, *step.args), None))
+                            result = self._call(step.func, *step.args)
+                            _refuse_rollback(connection, "this step")
+                        done.append((step, result, None))
                     except BaseException as exc:  # the step's own failure, for its caller
                         done.append((step, None, exc))
                     if len(done) == len(steps) < self.GROUP_MAX:
                         steps += self._take(self.GROUP_MAX - len(steps))
+                _refuse_rollback(connection, "the transaction of these steps")
         except BaseException as exc:
-            done = [(step, None, failed or exc) for step, _, failed in done]
+            done = [(step, None, exc if failed is None else failed) for step, _, failed in done]
             done += [(step, None, exc) for step in steps[len(done) :]]
         for step, result, error in done:
             try:
@@ -136,6 +141,13 @@ class _Step:
         future: "asyncio.Future[Any]",
     ):
         self.func, self.args, self.loop, self.future = func, args, loop, future
+
+
+def _refuse_rollback(connection: BaseDatabaseWrapper, what: str) -> None:
+    """Raise if leaving the atomic block would roll back without an error (a query failed
+    and was caught inside it), so that nobody takes a result that was not committed."""
+    if connection.needs_rollback:
+        raise TransactionManagementError(f"{what} was marked for rollback; nothing was kept")
 
 
 def _settle_future(future: "asyncio.Future[Any]", result: Any, exc: BaseException | None) -> None:
