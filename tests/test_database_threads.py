@@ -9,7 +9,7 @@ from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
 from django_taskshed.models import WorkerRecord
-from django_taskshed.workers.database_threads import DatabaseThread
+from django_taskshed.workers.database_threads import DatabaseThread, worker_threads
 from tests.conftest import package_apps
 
 pytestmark = [
@@ -206,3 +206,12 @@ async def test_a_step_that_swallows_a_database_error_is_told_that_nothing_was_ke
         assert [row async for row in rows] == ["held"]
     finally:
         await db.close()
+
+
+def test_a_worker_groups_commits_on_sqlites_shared_thread_only():
+    claims, results = worker_threads(USING)
+    if connections[USING].vendor == "sqlite":
+        assert claims is results and claims.group_commits
+    else:
+        assert claims is not results
+        assert not claims.group_commits and not results.group_commits

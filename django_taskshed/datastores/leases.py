@@ -282,27 +282,21 @@ class LeaseOperations(TaskOperations):
         if not groups:
             return 0
         history = any(outcome.runs for group in groups.values() for outcome in group)
-        if connections[self.using].vendor == "sqlite":
-            with transaction.atomic(using=self.using):
-                written = self._write_groups(worker_id, groups, history=False)
-                self._record_runs([by_id[task_id] for task_id in written])
-            for task_id in written:
-                del by_id[task_id]
-            return len(written)
-        try:
-            written = self._write_fenced(worker_id, groups, history)
-        except DatabaseError:
-            if not history:
-                raise
-            logger.warning(
-                "could not write %d result(s) with their history in one statement; writing the"
-                " history apart",
-                len(by_id),
-                exc_info=True,
-            )
-            with transaction.atomic(using=self.using):
-                written = self._write_fenced(worker_id, groups, history=False)
-                self._record_runs([by_id[task_id] for task_id in written])
+        if connections[self.using].vendor == "sqlite":  # no WITH that writes
+            written = self._write_then_record(worker_id, groups, by_id)
+        else:
+            try:
+                written = self._write_fenced(worker_id, groups, history)
+            except DatabaseError:
+                if not history:
+                    raise
+                logger.warning(
+                    "could not write %d result(s) with their history in one statement; writing"
+                    " the history apart",
+                    len(by_id),
+                    exc_info=True,
+                )
+                written = self._write_then_record(worker_id, groups, by_id)
         for task_id in written:
             del by_id[task_id]
         return len(written)
@@ -317,6 +311,16 @@ class LeaseOperations(TaskOperations):
         atomic = len(groups) > 1 or connections[self.using].in_atomic_block
         with transaction.atomic(using=self.using) if atomic else nullcontext():
             return self._write_groups(worker_id, groups, history)
+
+    def _write_then_record(
+        self, worker_id: str, groups: dict[Any, list[Outcome]], by_id: dict[str, Outcome]
+    ) -> set[str]:
+        """In one transaction: the results without their history, then the history rows of
+        those written (``_record_runs``: in a savepoint, a failure logged)."""
+        with transaction.atomic(using=self.using):
+            written = self._write_groups(worker_id, groups, history=False)
+            self._record_runs([by_id[task_id] for task_id in written])
+        return written
 
     def _write_groups(
         self, worker_id: str, groups: dict[Any, list[Outcome]], history: bool
