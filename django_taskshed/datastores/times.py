@@ -45,6 +45,9 @@ def utc_text(connection: BaseDatabaseWrapper) -> Callable[[datetime], Any]:
 
 
 def _naive_utc_text(value: datetime) -> str:
-    if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    zone = value.tzinfo
+    if zone is not None:
+        if zone is not timezone.utc:  # timezone.now()'s zone needs no conversion
+            value = value.astimezone(timezone.utc)
+        value = value.replace(tzinfo=None)
     return str(value)
