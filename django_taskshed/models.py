@@ -193,7 +193,7 @@ class Task(FencedSaveModel):
         ordering = ["run_at", "task_id"]
         # The due query's index, taskshed_due_idx, is made per database by migrations 0002
         # and 0007 (priority DESC, then run_at: the claim's order).
-        indexes = [models.Index(fields=["run_at", "task_id"], name="taskshed_run_at_idx")]
+        indexes = [models.Index(fields=["run_at"], name="taskshed_run_at_idx")]
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(run_type__in=RunType.values), name="taskshed_run_type_valid"

@@ -165,6 +165,22 @@ def test_the_plain_due_query_in_claim_order_can_use_the_due_index():
     assert DUE_INDEX in plan and not sorted_after_reading(plan), plan
 
 
+def test_the_listing_order_reads_the_run_at_index_and_sorts_only_ties():
+    """The admin and ``fetch_tasks`` list tasks by ``run_at, task_id`` (the model's order):
+    the ``run_at`` index gives the first key and only tasks sharing a ``run_at`` are sorted
+    by id (PostgreSQL's incremental sort, SQLite's sort of the right part), never the whole
+    table (migration 0011)."""
+    plans_checked()
+    fill(due=100, future=FUTURE, priorities=(0,))
+    query = Task.objects.order_by("run_at", "task_id").values_list("pk")[:100]
+    plan = explain(*query.query.sql_with_params())
+    assert RUN_AT_INDEX in plan, plan
+    if connection.vendor == "postgresql":
+        assert "Incremental Sort" in plan or "Sort" not in plan, plan
+    else:
+        assert "RIGHT PART OF ORDER BY" in plan or "TEMP B-TREE" not in plan, plan
+
+
 def test_claims_keep_the_claim_order_either_way():
     fill(due=6, future=10, priorities=(0, 5, -3))
     store = DjangoDataStore()

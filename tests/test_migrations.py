@@ -115,3 +115,19 @@ def test_0010_migrates_both_ways():
         call_command("migrate", "django_taskshed", verbosity=0)
     assert like_indexes() == {}
     assert fillfactor() == ["fillfactor=70"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_0011_keys_the_run_at_index_on_run_at_alone_and_migrates_both_ways():
+    def run_at_index() -> list[str]:
+        with connection.cursor() as cursor:
+            found = connection.introspection.get_constraints(cursor, Task._meta.db_table)
+        return found["taskshed_run_at_idx"]["columns"]
+
+    assert run_at_index() == ["run_at"]
+    call_command("migrate", "django_taskshed", "0010", verbosity=0)
+    try:
+        assert run_at_index() == ["run_at", "task_id"]
+    finally:
+        call_command("migrate", "django_taskshed", verbosity=0)
+    assert run_at_index() == ["run_at"]
