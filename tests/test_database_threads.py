@@ -1,15 +1,11 @@
 """DatabaseThread: the worker's steps on a thread and connection of their own."""
 
-import asyncio
 import threading
 
 import pytest
-from django.db import Error, IntegrityError, connections
-from django.db.transaction import TransactionManagementError
-from django.utils import timezone
+from django.db import Error, connections
 
-from django_taskshed.models import WorkerRecord
-from django_taskshed.workers.database_threads import DatabaseThread, worker_threads
+from django_taskshed.workers.database_threads import DatabaseThread
 from tests.conftest import package_apps
 
 pytestmark = [
@@ -88,130 +84,3 @@ async def test_close_closes_the_threads_connection_and_can_be_called_twice():
     assert wrapper.connection is None
     with pytest.raises(RuntimeError):
         await db.run(select_one)
-
-
-# --- grouped commits (SQLite's shared thread) --------------------------------------------------
-
-
-def add_worker_row(worker_id: str) -> None:
-    now = timezone.now()
-    WorkerRecord.objects.using(USING).create(
-        worker_id=worker_id, hostname="h", pid=1, started_at=now, heartbeat_at=now, expires_at=now
-    )
-
-
-def transaction_of_step() -> int | None:
-    """The outer transaction this step runs in (None: autocommit)."""
-    connection = connections[USING]
-    return id(connection.atomic_blocks[0]) if connection.in_atomic_block else None
-
-
-async def grouped_behind_a_held_step(db: DatabaseThread, *steps):
-    """Run ``steps`` with ``run_grouped`` while a first step (which adds a worker row "held")
-    holds the thread; the results of all, the first's included (exceptions as values)."""
-    started, release = threading.Event(), threading.Event()
-
-    def held() -> int | None:
-        add_worker_row("held")
-        started.set()
-        assert release.wait(10)
-        return transaction_of_step()
-
-    first = asyncio.create_task(db.run_grouped(held))
-    if not await asyncio.to_thread(started.wait, 10):
-        await first  # its error
-        raise AssertionError("the first step did not start")
-    rest = [asyncio.create_task(db.run_grouped(step)) for step in steps]
-    await asyncio.sleep(0.05)
-    assert not any(task.done() for task in [first, *rest])  # nothing before the commit
-    release.set()
-    return await asyncio.gather(first, *rest, return_exceptions=True)
-
-
-async def test_steps_given_while_one_runs_share_its_transaction_and_see_it_committed():
-    db = DatabaseThread(USING, "test-db", group_commits=True)
-
-    def second() -> int | None:
-        add_worker_row("second")
-        return transaction_of_step()
-
-    try:
-        held, joined = await grouped_behind_a_held_step(db, second)
-        assert held is not None and joined == held
-        # The callers get their results once the transaction is committed: other
-        # connections (this thread's) see both rows.
-        rows = WorkerRecord.objects.using(USING).values_list("worker_id", flat=True)
-        assert sorted([row async for row in rows]) == ["held", "second"]
-        assert await db.run_grouped(transaction_of_step) is not None  # alone: a transaction too
-        assert await db.run(transaction_of_step) is None  # run(): never grouped
-    finally:
-        await db.close()
-
-
-async def test_a_failing_step_in_a_group_undoes_only_itself():
-    db = DatabaseThread(USING, "test-db", group_commits=True)
-
-    def failing() -> None:
-        add_worker_row("failing")
-        raise ValueError("this step fails")
-
-    def after() -> str:
-        add_worker_row("after")
-        return "after"
-
-    try:
-        held, failed, last = await grouped_behind_a_held_step(db, failing, after)
-        assert held is not None and last == "after"
-        assert isinstance(failed, ValueError) and str(failed) == "this step fails"
-        rows = WorkerRecord.objects.using(USING).values_list("worker_id", flat=True)
-        assert sorted([row async for row in rows]) == ["after", "held"]
-    finally:
-        await db.close()
-
-
-async def test_without_group_commits_run_grouped_is_run():
-    db = DatabaseThread(USING, "test-db")
-    try:
-        assert await db.run_grouped(transaction_of_step) is None
-    finally:
-        await db.close()
-
-
-async def test_a_closed_thread_refuses_grouped_steps():
-    db = DatabaseThread(USING, "test-db", group_commits=True)
-    await db.close()
-    with pytest.raises(RuntimeError):
-        await db.run_grouped(select_one)
-
-
-async def test_a_step_that_swallows_a_database_error_is_told_that_nothing_was_kept():
-    """A query that fails inside the group's transaction marks it for rollback even when the
-    step catches the error: its savepoint is rolled back, so the step fails for its caller
-    instead of returning a result that was not kept; the other steps are kept."""
-    db = DatabaseThread(USING, "test-db", group_commits=True)
-
-    def swallowing() -> str:
-        add_worker_row("swallowed")
-        try:
-            add_worker_row("swallowed")  # the same primary key again
-        except IntegrityError:
-            pass
-        return "looks fine"
-
-    try:
-        held, swallowed = await grouped_behind_a_held_step(db, swallowing)
-        assert held is not None
-        assert isinstance(swallowed, TransactionManagementError), swallowed
-        rows = WorkerRecord.objects.using(USING).values_list("worker_id", flat=True)
-        assert [row async for row in rows] == ["held"]
-    finally:
-        await db.close()
-
-
-def test_a_worker_groups_commits_on_sqlites_shared_thread_only():
-    claims, results = worker_threads(USING)
-    if connections[USING].vendor == "sqlite":
-        assert claims is results and claims.group_commits
-    else:
-        assert claims is not results
-        assert not claims.group_commits and not results.group_commits

@@ -174,8 +174,6 @@ class FakeThread:
             return 1
         return [] if func.__name__ == "claim_due_tasks" else None
 
-    run_grouped = run  # the claim's way in: the same steps, in the same order
-
 
 def claims_with(thread: FakeThread, poll_interval: float) -> Claims:
     options = WorkerOptions.from_kwargs({"poll_interval": poll_interval})

@@ -73,9 +73,9 @@ class Claims:
         polled, self.polled = self.polled, False
         metrics = self.options.metrics
         if metrics is None:
-            return await self.thread.run_grouped(*step, CLAIM_AHEAD, self.options.queues)
+            return await self.thread.run(*step, CLAIM_AHEAD, self.options.queues)
         begun = time.perf_counter()
-        claims = await self.thread.run_grouped(*step, CLAIM_AHEAD, self.options.queues)
+        claims = await self.thread.run(*step, CLAIM_AHEAD, self.options.queues)
         metrics.claimed(len(claims), time.perf_counter() - begun, polled)
         return claims
 

@@ -4,23 +4,17 @@ The worker claims on one and writes results on another, so that the claim of the
 batch does not wait behind the results of the last (on SQLite, which has one writer at a
 time, both kinds share one). Each keeps its connection for the worker's life, whatever
 ``CONN_MAX_AGE`` says, and replaces it once it is found broken (``call_reconnecting``).
-
-On SQLite's shared thread, claims and result writes that come while one of them runs join
-its transaction (``run_grouped``): one commit for the results of a batch and the claim of
-the next, where each commit costs a rollback journal's writes and fsyncs.
 """
 
 import asyncio
 import logging
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
 
-from django.db import Error, connections, transaction
+from django.db import Error, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.transaction import TransactionManagementError
 
 logger = logging.getLogger(__name__)
 
@@ -28,92 +22,18 @@ T = TypeVar("T")
 
 
 class DatabaseThread:
-    """Runs sync database steps one at a time in a thread of its own, from async code.
+    """Runs sync database steps one at a time in a thread of its own, from async code."""
 
-    With ``group_commits``, the steps given to ``run_grouped`` while one of them runs share
-    its transaction, each in a savepoint of its own (a failing step undoes only itself); each
-    caller gets its result once that transaction is committed.
-    """
-
-    GROUP_MAX = 8  # steps in one transaction at most
-
-    def __init__(self, using: str, name: str, group_commits: bool = False):
+    def __init__(self, using: str, name: str):
         self.using = using
         self.name = name
-        self.group_commits = group_commits
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._closed = False
-        self._lock = threading.Lock()
-        self._waiting: list[_Step] = []  # steps for run_grouped not yet taken by the thread
-        self._group_queued = False  # a _run_group is queued or taking steps
 
     async def run(self, func: Callable[..., T], *args: Any) -> T:
         """``func(*args)`` in this thread; its exception is raised here."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, partial(self._call, func, *args))
-
-    async def run_grouped(self, func: Callable[..., T], *args: Any) -> T:
-        """``run(func, *args)``; with ``group_commits``, in the transaction of the steps given
-        here meanwhile. ``func`` must be safe in a transaction (it may not close connections)."""
-        if not self.group_commits:
-            return await self.run(func, *args)
-        loop = asyncio.get_running_loop()
-        step = _Step(func, args, loop, loop.create_future())
-        with self._lock:
-            self._waiting.append(step)
-            queue, self._group_queued = not self._group_queued, True
-        if queue:
-            self._submit_group()
-        result: T = await step.future
-        return result
-
-    def _take(self, room: int) -> list["_Step"]:
-        with self._lock:
-            taken, self._waiting = self._waiting[:room], self._waiting[room:]
-        return taken
-
-    def _run_group(self) -> None:
-        """In this thread: the waiting steps, and those given while they run (up to
-        ``GROUP_MAX``), in one transaction, each in a savepoint; then their results (or
-        errors) go to their callers. A failed transaction fails every step in it."""
-        steps = self._take(self.GROUP_MAX)
-        done: list[tuple[_Step, Any, BaseException | None]] = []
-        connection = connections[self.using]
-        try:
-            with transaction.atomic(using=self.using):
-                while len(done) < len(steps):
-                    step = steps[len(done)]
-                    try:
-                        with transaction.atomic(using=self.using):
-                            result = self._call(step.func, *step.args)
-                            _refuse_rollback(connection, "this step")
-                        done.append((step, result, None))
-                    except BaseException as exc:  # the step's own failure, for its caller
-                        done.append((step, None, exc))
-                    if len(done) == len(steps) < self.GROUP_MAX:
-                        steps += self._take(self.GROUP_MAX - len(steps))
-                _refuse_rollback(connection, "the transaction of these steps")
-        except BaseException as exc:
-            done = [(step, None, exc if failed is None else failed) for step, _, failed in done]
-            done += [(step, None, exc) for step in steps[len(done) :]]
-        for step, result, error in done:
-            try:
-                step.loop.call_soon_threadsafe(_settle_future, step.future, result, error)
-            except RuntimeError:  # its event loop is closed: nobody waits for it
-                logger.debug("%s: a step's caller is gone", self.name)
-        with self._lock:
-            again = self._group_queued = bool(self._waiting)
-        if again:  # given after the last look: a transaction of their own
-            self._submit_group()
-
-    def _submit_group(self) -> None:
-        try:
-            self._executor.submit(self._run_group)
-        except RuntimeError as exc:  # the thread was closed: the steps waiting fail
-            with self._lock:
-                failed, self._waiting, self._group_queued = self._waiting, [], False
-            for step in failed:
-                step.loop.call_soon_threadsafe(_settle_future, step.future, None, exc)
 
     def _call(self, func: Callable[..., T], *args: Any) -> T:
         return call_reconnecting(self.using, func, *args)
@@ -128,35 +48,6 @@ class DatabaseThread:
         except Exception:
             logger.warning("%s: could not close its database connection", self.name, exc_info=True)
         self._executor.shutdown(wait=False)
-
-
-class _Step:
-    __slots__ = ("func", "args", "loop", "future")
-
-    def __init__(
-        self,
-        func: Callable[..., Any],
-        args: tuple[Any, ...],
-        loop: asyncio.AbstractEventLoop,
-        future: "asyncio.Future[Any]",
-    ):
-        self.func, self.args, self.loop, self.future = func, args, loop, future
-
-
-def _refuse_rollback(connection: BaseDatabaseWrapper, what: str) -> None:
-    """Raise if leaving the atomic block would roll back without an error (a query failed
-    and was caught inside it), so that nobody takes a result that was not committed."""
-    if connection.needs_rollback:
-        raise TransactionManagementError(f"{what} was marked for rollback; nothing was kept")
-
-
-def _settle_future(future: "asyncio.Future[Any]", result: Any, exc: BaseException | None) -> None:
-    if future.cancelled():
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(result)
 
 
 def call_reconnecting(using: str, func: Callable[..., T], *args: Any) -> T:
@@ -216,8 +107,8 @@ def _answers(connection: BaseDatabaseWrapper) -> bool:
 
 def worker_threads(using: str) -> tuple[DatabaseThread, DatabaseThread]:
     """A worker's threads for claims and for results; on SQLite, which has one writer at a
-    time, one thread serves both, and groups their commits."""
+    time, one thread serves both."""
+    claims = DatabaseThread(using, "taskshed-claim")
     if connections[using].vendor == "sqlite":
-        shared = DatabaseThread(using, "taskshed-claim", group_commits=True)
-        return shared, shared
-    return DatabaseThread(using, "taskshed-claim"), DatabaseThread(using, "taskshed-settle")
+        return claims, claims
+    return claims, DatabaseThread(using, "taskshed-settle")

@@ -90,7 +90,7 @@ class Settlement:
         while self._outcomes:
             batch, self._outcomes = self._outcomes, []
             try:
-                report = await self.db.run_grouped(self.datastore.settle, self.worker_id, batch)
+                report = await self.db.run(self.datastore.settle, self.worker_id, batch)
             except Exception:
                 logger.exception(
                     "worker %s: could not record %d results", self.worker_id, len(batch)
