@@ -6,7 +6,8 @@ worker deleting a batch of finished tasks touched a page of that index per task,
 (rollback journal) each touched page is written twice per commit. Keyed on ``run_at`` alone,
 entries of one moment follow the row order (SQLite's rowid; PostgreSQL's heap order), so a
 batch's entries share pages. Measured (``benchmarks/compare.py`` against ``41999f1``, 100,000
-due tasks): SQLite 1.12x -> 1.44x tasks/s, PostgreSQL 1.40x -> 1.62x.
+due tasks, ratios of tasks/s): SQLite 1.05x before this migration, 1.29x after; PostgreSQL
+1.40x, 1.62x.
 
 The claim's plans are unchanged (``tests/test_claim_plans.py``). A listing in the model's order
 (``run_at, task_id``: the admin, ``fetch_tasks``) reads this index and sorts ties by id
