@@ -51,6 +51,12 @@ def test_a_worker_holds_the_three_documented_connections_and_reopens_none(worker
     worker_procs.start(name, "--lease", str(3 * BEAT), env=worker_database(name))
     add_once(["record_sync"], keys)  # a sync callback: its thread's connection closes after it
     worker_procs.wait_until(no_tasks_left, 15, "the tasks to run")
+    ran_at = timezone.now()  # the heartbeat's connection opens at its first beat: wait for one
+    worker_procs.wait_until(
+        lambda: WorkerRecord.objects.filter(pk=name, heartbeat_at__gt=ran_at).exists(),
+        10,
+        "a heartbeat after the runs",
+    )
 
     first = backends(name)
     beat_at = WorkerRecord.objects.get(pk=name).heartbeat_at
