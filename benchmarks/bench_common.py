@@ -39,8 +39,9 @@ SHARED_SQLITE = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
 
 
 class SqliteTarget:
-    """A new SQLite file in a scratch directory; journal mode and synchronous are SQLite's
-    defaults, Django's ``OPTIONS`` are ``options``."""
+    """A new SQLite file in a scratch directory; synchronous is SQLite's default, and the
+    journal mode too unless ``options`` set it (``--sqlite-wal``); Django's ``OPTIONS`` are
+    ``options``."""
 
     alias, title, driver, version = "sqlite", "SQLite", "sqlite3", None
 
@@ -62,11 +63,12 @@ class SqliteTarget:
             synchronous = raw.execute("PRAGMA synchronous").fetchone()[0]
         names = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
         options = ", ".join(f"{k}={v}" for k, v in self.options.items())
-        django = f"Django OPTIONS {options} (as the example project)" if options else "no OPTIONS"
+        django = f"Django OPTIONS {options}" if options else "no OPTIONS"
+        if self.options == SHARED_SQLITE:
+            django += " (as the example project)"
         return [
             f"file {self.path} on {filesystem_of(self.directory)}, new for this invocation",
-            f"journal_mode={journal}, synchronous={names.get(synchronous, synchronous)} (defaults);"
-            f" {django}",
+            f"journal_mode={journal}, synchronous={names.get(synchronous, synchronous)}; {django}",
         ]
 
     def cleanup(self) -> None:
@@ -159,6 +161,8 @@ def make_targets(args: Any, pg_name: str, sqlite_options: dict[str, Any]) -> lis
                 f"used: {exc}\nStart it (scripts/test does) or pass --database sqlite."
             )
     if args.database in ("sqlite", "both"):  # made last, measured first
+        if args.sqlite_wal:  # Django's init_command, on every connection
+            sqlite_options = {**sqlite_options, "init_command": "PRAGMA journal_mode=WAL"}
         targets.insert(0, SqliteTarget(pg_name.replace("_", "-"), sqlite_options))
     return targets
 
@@ -250,6 +254,8 @@ def make_parser(doc: str, database: str, quick: str, quiet: bool = True) -> argp
     parser.add_argument("--pg-port", type=int, default=5432)
     parser.add_argument("--pg-user", default="postgres", help="password, if any: PGPASSWORD")
     parser.add_argument("--quick", action="store_true", help=quick)
+    what = "SQLite in write-ahead-log mode (PRAGMA journal_mode=WAL through init_command)"
+    parser.add_argument("--sqlite-wal", action="store_true", help=what)
     if quiet:
         what = "before each run, wait until other processes use fewer cores than this (0.3)"
         parser.add_argument("--quiet-below", type=float, default=0.3, help=what)
