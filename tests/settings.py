@@ -112,7 +112,7 @@ def _tune_database(database: dict) -> dict:
         # Worker subprocesses write to the same file: wait for locks instead of failing.
         options.setdefault("timeout", 20)
         options.setdefault("transaction_mode", "IMMEDIATE")
-        if os.environ.get("TASKSHED_TEST_SQLITE_WAL"):  # the write-ahead log the docs suggest
+        if os.environ.get("TASKSHED_TEST_SQLITE_WAL"):  # WAL mode (docs/guides/deployment.md)
             options.setdefault("init_command", "PRAGMA journal_mode=WAL")
     elif engine.endswith("mysql"):
         try:  # PyMySQL stands in for mysqlclient, which needs C headers to build.
